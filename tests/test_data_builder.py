@@ -1,0 +1,246 @@
+import ast
+import json
+import textwrap
+
+import pytest
+
+from telly.data.formats import read_codesearchnet_split, read_jsonl
+from telly.data.python_corpus import SPLITS, build_code_search, extract_functions
+from telly.errors import UserError
+
+SHAPES = '''\
+"""Shapes and their measures."""
+import functools
+
+
+def area(width, height):
+    """Return the area of a rectangle."""
+    return width * height
+
+
+def undocumented(x):
+    return x
+
+
+def short(x):
+    """Too short."""
+    return x
+
+
+@functools.lru_cache(maxsize=None)
+def cached_square(n):
+    """Square a number, remembering results."""
+    return n * n
+
+
+class Circle:
+    """A round shape with a radius."""
+
+    def __init__(self, radius):
+        self.radius = radius
+
+    def circumference(self):
+        """Compute the circumference of the circle.
+
+        Uses pi from the math module.
+        """
+        import math
+        return 2 * math.pi * self.radius
+'''
+
+TASKS = '''\
+async def fetch(url, session):
+    """Fetch the body of a web page."""
+    async with session.get(url) as response:
+        return await response.text()
+
+
+def outer(values):
+    """Sum the squares of the values."""
+    def square(v):
+        """Square a single value here."""
+        return v * v
+    return sum(square(v) for v in values)
+
+
+def placeholder():
+    """This function does nothing yet."""
+
+
+def one_liner(): "doc here ok"; return 1
+
+
+def area(width, height):
+    """Return the area of a rectangle."""
+    return width * height
+'''
+
+
+def write_small_tree(root):
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "shapes.py").write_text(SHAPES, encoding="utf-8")
+    (root / "pkg" / "tasks.py").write_text(TASKS, encoding="utf-8")
+    (root / "pkg" / "latin.py").write_bytes(b'def f():\n    """Caf\xe9 au lait is nice."""\n')
+    (root / "pkg" / "broken.py").write_text("def f(:\n    pass\n", encoding="utf-8")
+    nul_source = b'def f():\n    """Has a NUL byte."""\n    return "\x00"\n'
+    (root / "pkg" / "nul.py").write_bytes(nul_source)
+    # Never walked: test directories and caches.
+    for skipped in ("tests", "__pycache__"):
+        (root / "pkg" / skipped).mkdir()
+        (root / "pkg" / skipped / "extra.py").write_text(SHAPES.replace("area", "other"))
+
+
+def write_many_files(root, count=40):
+    """`count` modules of 1 to 3 documented functions each; returns the number of functions."""
+    root.mkdir(parents=True)
+    total = 0
+    for i in range(count):
+        functions = [
+            f'def add_{i}_{j}(x):\n    """Add {j} to the number {i}."""\n    return x + {j}\n'
+            for j in range(1 + i % 3)
+        ]
+        (root / f"module_{i:02d}.py").write_text("\n\n".join(functions), encoding="utf-8")
+        total += len(functions)
+    return total
+
+
+@pytest.fixture
+def small_build(tmp_path):
+    write_small_tree(tmp_path / "src")
+    summary = build_code_search([tmp_path / "src"], tmp_path / "out")
+    out = tmp_path / "out"
+    records = [r for split in SPLITS for r in read_jsonl(out / f"{split}.jsonl")]
+    return summary, {r["func_name"]: r for r in records}
+
+
+def test_documented_functions_are_extracted_with_qualified_names(small_build):
+    _, by_name = small_build
+    assert set(by_name) == {
+        "area",
+        "cached_square",
+        "Circle.circumference",
+        "fetch",
+        "outer",
+        "outer.square",
+        "placeholder",
+    }
+    assert by_name["area"]["path"] == "pkg/shapes.py"  # the first copy is kept
+
+
+def test_docstring_is_removed_from_code_only(small_build):
+    _, by_name = small_build
+    for record in by_name.values():
+        first_line = record["docstring"].splitlines()[0]
+        assert first_line not in record["code"]
+        assert first_line in record["original_string"]
+        ast.parse(record["code"])
+        ast.parse(record["original_string"])
+    method = by_name["Circle.circumference"]
+    assert method["code"] == (
+        "def circumference(self):\n    import math\n    return 2 * math.pi * self.radius"
+    )
+    assert method["docstring"] == (
+        "Compute the circumference of the circle.\n\nUses pi from the math module."
+    )
+    assert by_name["placeholder"]["code"] == "def placeholder():\n    pass"
+    decorated = by_name["cached_square"]["code"]
+    assert decorated.startswith("@functools.lru_cache(maxsize=None)\ndef cached_square")
+
+
+def test_tokens(small_build):
+    _, by_name = small_build
+    area = by_name["area"]
+    # Written out by hand: Python's tokens without layout.
+    expected = "def area ( width , height ) : return width * height".split()
+    assert area["code_tokens"] == expected
+    assert area["docstring_tokens"] == ["Return", "the", "area", "of", "a", "rectangle", "."]
+    # Only the first paragraph of a docstring is tokenized.
+    first_paragraph = "Compute the circumference of the circle .".split()
+    assert by_name["Circle.circumference"]["docstring_tokens"] == first_paragraph
+
+
+def test_records_are_complete_codesearchnet_records(small_build, tmp_path):
+    for split in SPLITS:
+        for record in read_jsonl(tmp_path / "out" / f"{split}.jsonl"):
+            assert record["partition"] == split
+            assert record["language"] == "python"
+            assert record["repo"] == "src"
+    assert len(read_codesearchnet_split(tmp_path / "out", "train")) > 0
+
+
+def test_summary_counts(small_build):
+    summary, _ = small_build
+    assert summary.files_seen == 5
+    assert summary.skipped == {"not UTF-8": 1, "unparsable": 1, "with NUL bytes": 1}
+    assert summary.files_used == 2
+    assert summary.functions == 7
+    assert summary.duplicates_dropped == 1
+    assert sum(summary.split_functions.values()) == 7
+    assert sum(summary.split_files.values()) == 2
+    text = str(summary)
+    skipped = "3 skipped: 1 not UTF-8, 1 unparsable, 1 with NUL bytes"
+    assert text.startswith(f"read 5 files ({skipped}); ")
+    assert "7 functions from 2 files, 1 duplicates dropped; train " in text
+
+
+def test_splits_are_by_file_deterministic_and_depend_on_the_seed(tmp_path):
+    total = write_many_files(tmp_path / "src")
+
+    def build(seed, name):
+        summary = build_code_search([tmp_path / "src"], tmp_path / name, seed=seed)
+        files = {split: (tmp_path / name / f"{split}.jsonl").read_bytes() for split in SPLITS}
+        return summary, files
+
+    summary, files = build(0, "a")
+    _, same = build(0, "b")
+    _, other = build(1, "c")
+    assert files == same
+    assert files != other
+
+    split_of_path = {}
+    for split, data in files.items():
+        for line in data.decode("utf-8").splitlines():
+            path = json.loads(line)["path"]
+            assert split_of_path.setdefault(path, split) == split
+    assert summary.functions == total
+    for split in ("valid", "test"):
+        assert abs(summary.split_functions[split] - 0.1 * total) <= 3  # one file at most
+        assert summary.split_files[split] >= 1
+
+
+def test_extract_handles_crlf_nested_strings_and_conditional_definitions():
+    source = textwrap.dedent('''\
+        import sys
+        if sys.platform == "win32":
+            class Console:
+                def banner(self):
+                    """Return the banner shown at start."""
+                    return """
+        Welcome
+        """
+        ''').replace("\n", "\r\n")
+    [function] = extract_functions(source, "console.py")
+    assert function.func_name == "Console.banner"
+    assert function.code == 'def banner(self):\n    return """\nWelcome\n"""'
+    ast.parse(function.code)
+
+
+def test_docstring_sharing_a_line_is_skipped():
+    source = 'def f():\n    "Three words here"; return 1\n\ndef g(): "Three words again"\n'
+    assert extract_functions(source, "x.py") == []
+
+
+def test_user_errors(tmp_path):
+    with pytest.raises(UserError, match="no such file or directory"):
+        build_code_search([tmp_path / "absent"], tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.py").write_text("def f(x):\n    return x\n")
+    with pytest.raises(UserError, match="no documented functions"):
+        build_code_search([tmp_path / "empty"], tmp_path / "out")
+    write_small_tree(tmp_path / "src")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="is a file"):
+        build_code_search([tmp_path / "src"], tmp_path / "file")
+    with pytest.raises(UserError, match="fractions"):
+        # valid + test must leave something for train
+        build_code_search([tmp_path / "src"], tmp_path / "out", valid_fraction=0.5, test_fraction=.5)

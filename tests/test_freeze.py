@@ -1,0 +1,91 @@
+"""freeze(model, k) on tiny random models of every supported family, checked by parameter names."""
+
+import pytest
+import torch
+from torch import nn
+from transformers import (
+    BertConfig, BertForMaskedLM, BertModel, GPT2Config, GPT2Model, RobertaConfig, RobertaModel,
+    T5Config, T5EncoderModel, T5Model,
+)
+
+from telly import UserError, find_backbone, freeze, param_report
+
+LAYERS = 3
+
+
+def tiny_models():
+    bert = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=LAYERS, num_attention_heads=2, intermediate_size=32)
+    roberta = RobertaConfig(vocab_size=100, hidden_size=16, num_hidden_layers=LAYERS, num_attention_heads=2, intermediate_size=32)
+    t5 = T5Config(vocab_size=100, d_model=16, d_ff=32, d_kv=8, num_heads=2, num_layers=LAYERS, num_decoder_layers=2)
+    gpt2 = GPT2Config(vocab_size=100, n_embd=16, n_layer=LAYERS, n_head=2, n_positions=64, bos_token_id=0, eos_token_id=0)
+    # (model, name prefixes of the embeddings, prefix of block i)
+    return {
+        "bert": (BertModel(bert), ["embeddings."], "encoder.layer.{}."),
+        "bert-mlm": (BertForMaskedLM(bert), ["bert.embeddings."], "bert.encoder.layer.{}."),
+        "roberta": (RobertaModel(roberta), ["embeddings."], "encoder.layer.{}."),
+        "t5-encoder": (T5EncoderModel(t5), ["shared.", "encoder.embed_tokens."], "encoder.block.{}."),
+        "t5": (T5Model(t5), ["shared.", "encoder.embed_tokens.", "decoder.embed_tokens."], "encoder.block.{}."),
+        "gpt2": (GPT2Model(gpt2), ["wte.", "wpe."], "h.{}."),
+    }
+
+
+def expected_trainable(model: nn.Module, embedding_prefixes, block_prefix: str, k: int) -> int:
+    """Independent count: walk parameter names (tied weights once) and drop the frozen prefixes."""
+    frozen_prefixes = [] if k < 0 else [*embedding_prefixes, *(block_prefix.format(i) for i in range(k))]
+    seen, count = set(), 0
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        if id(parameter) in seen:
+            continue
+        seen.add(id(parameter))
+        if not any(name.startswith(prefix) for prefix in frozen_prefixes):
+            count += parameter.numel()
+    return count
+
+
+@pytest.mark.parametrize("family", list(tiny_models()))
+@pytest.mark.parametrize("k", [-1, 0, 1, LAYERS - 1])
+def test_trainable_count_matches_an_independent_count(family, k):
+    torch.manual_seed(0)
+    model, embedding_prefixes, block_prefix = tiny_models()[family]
+    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    report = freeze(model, k)
+    expected = expected_trainable(model, embedding_prefixes, block_prefix, k)
+    assert report.trainable == expected
+    assert report.total == total
+    assert report.frozen == total - expected
+    assert report.percent_trainable == pytest.approx(100 * expected / total)
+    assert param_report(model) == report
+
+
+def test_k_minus_one_trains_everything_and_refreezing_is_not_cumulative():
+    model, *_ = tiny_models()["bert"]
+    freeze(model, LAYERS - 1)
+    assert freeze(model, -1).frozen == 0
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_frozen_blocks_are_the_bottom_ones():
+    model, *_ = tiny_models()["roberta"]
+    freeze(model, 2)
+    blocks = find_backbone(model).blocks
+    assert [all(not p.requires_grad for p in b.parameters()) for b in blocks] == [True, True, False]
+    assert all(p.requires_grad for p in model.pooler.parameters())
+
+
+@pytest.mark.parametrize("k", [-2, LAYERS, 12])
+def test_k_out_of_range_names_the_valid_range(k):
+    model, *_ = tiny_models()["bert"]
+    with pytest.raises(UserError, match=rf"K={k} is out of range .* -1 .* up to {LAYERS - 1}"):
+        freeze(model, k)
+
+
+def test_unknown_architecture_is_a_clear_error():
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4))
+    with pytest.raises(UserError, match="unsupported architecture Sequential"):
+        freeze(model, 0)
+
+
+def test_report_text():
+    model, *_ = tiny_models()["gpt2"]
+    report = freeze(model, 0)
+    assert str(report).startswith(f"parameters: {report.total:,} total, {report.trainable:,} trainable")

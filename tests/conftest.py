@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sysconfig
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
@@ -40,4 +43,14 @@ def tiny_bert_dir(tmp_path_factory, tokenizer):
     folder = tmp_path_factory.mktemp("tiny-bert")
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def email_corpus(tmp_path_factory):
+    """A small real code-search corpus: the standard library's `email` package (~230 functions)."""
+    from telly.data.python_corpus import build_code_search
+
+    folder = tmp_path_factory.mktemp("email-corpus")
+    build_code_search([Path(sysconfig.get_paths()["stdlib"]) / "email"], folder, seed=0)
     return folder

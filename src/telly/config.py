@@ -30,6 +30,10 @@ class FinetuneConfig:
     warmup_fraction: float = option(0.1, "fraction of training steps with linear warm-up")
     max_code_len: int = option(128, "max code tokens (longer is truncated)")
     max_nl_len: int = option(64, "max natural-language tokens (longer is truncated)")
+    max_target_len: int = option(64, "max generated tokens (summarization, generation, completion)")
+    beam_size: int = option(4, "beam size for summarization and generation (completion is greedy)")
+    decoder_layers: int = option(6, "layers of the new Transformer decoder put on an encoder-only model")
+    freeze_decoder: bool = option(False, "also freeze the pre-trained decoder blocks (T5/CodeT5)")
     max_train_examples: int | None = option(None, "use only the first N training examples (after shuffling by seed)")
     max_eval_examples: int | None = option(None, "use only the first N valid/test examples")
     seed: int = option(42, "random seed (same seed, same metrics)")
@@ -40,7 +44,8 @@ class FinetuneConfig:
         for name in ("task", "data", "out"):
             if not getattr(self, name):
                 raise UserError(f"--{name.replace('_', '-')} is required")
-        for name in ("epochs", "batch_size", "eval_batch_size", "max_code_len", "max_nl_len"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "max_code_len", "max_nl_len", "max_target_len",
+                     "beam_size", "decoder_layers"):
             _require_positive(name, getattr(self, name))
         for name in ("max_train_examples", "max_eval_examples"):
             if getattr(self, name) is not None:

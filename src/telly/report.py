@@ -37,7 +37,7 @@ def comparison_table(runs: list[dict]) -> str:
         rows.append([
             run["name"],
             "full" if run["freeze"] == -1 else str(run["freeze"]),
-            f"{run['zero_shot_test'][selection]:.4f}",
+            f"{run['zero_shot_test'][selection]:.4f}" if run["zero_shot_test"] else "n/a",
             *(f"{run['test'][name]:.4f}" for name in metric_names),
             f"{params['trainable'] / 1e6:.2f}M / {params['total'] / 1e6:.2f}M ({params['percent_trainable']:.1f}%)",
             f"{run['seconds_per_epoch']:.1f}",

@@ -24,9 +24,9 @@ from transformers import get_linear_schedule_with_warmup
 from telly.config import FinetuneConfig
 from telly.errors import UserError
 from telly.files import write_json
-from telly.models.freeze import freeze
+from telly.models.freeze import freeze, param_report
 from telly.models.layers import find_backbone
-from telly.models.load import load_pretrained, resolve_model_name
+from telly.models.load import resolve_model_name
 from telly.tasks import get_task
 
 RUN_FILES = ("config.json", "metrics.json", "log.txt", "best")
@@ -48,16 +48,16 @@ def _finetune(config: FinetuneConfig, out: Path) -> dict:
     task_class = get_task(config.task)
     write_json(out / "config.json", {**dataclasses.asdict(config), "model_path": resolve_model_name(config.model)})
 
-    pretrained, tokenizer = load_pretrained(config.model, trust_remote_code=config.trust_remote_code)
-    task = task_class(config, tokenizer)
+    task = task_class(config)
     train, valid, test = (task.read_split(Path(config.data), split) for split in ("train", "valid", "test"))
     train = random.Random(config.seed).sample(train, len(train))[: config.max_train_examples]
     valid, test = valid[: config.max_eval_examples], test[: config.max_eval_examples]
     log.info("data: %d train / %d valid / %d test examples from %s", len(train), len(valid), len(test), config.data)
 
-    model = task.build_model(pretrained)
+    model = task.build_model(task.load_pretrained())
     num_layers = find_backbone(model).num_layers
-    params = freeze(model, config.freeze)
+    freeze(model, config.freeze, freeze_decoder=config.freeze_decoder)
+    params = param_report(model, model.components())
     log.info("model: %s, %d layers, K=%d; %s", config.model, num_layers, config.freeze, params)
 
     loader = DataLoader(
@@ -72,10 +72,10 @@ def _finetune(config: FinetuneConfig, out: Path) -> dict:
     total_steps = config.epochs * len(loader)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total_steps), total_steps)
 
-    zero_shot = evaluate(task, model, test, "zero-shot test")
-    log.info("zero-shot test: %s", format_metrics(zero_shot))
+    zero_shot = None if model.has_new_parts else evaluate_test(task, model, valid, test, "zero-shot")
+    log.info("zero-shot test: %s", format_metrics(zero_shot) if zero_shot else "skipped (newly initialised parts)")
 
-    history, best_score, best_epoch = [], -float("inf"), 0
+    history, best_score, best_epoch, best_valid = [], -float("inf"), 0, None
     for epoch in range(1, config.epochs + 1):
         model.train()
         started, losses = time.perf_counter(), []
@@ -93,11 +93,11 @@ def _finetune(config: FinetuneConfig, out: Path) -> dict:
         history.append({"epoch": epoch, "seconds": seconds, "train_loss": float(np.mean(losses)), "valid": scores})
         log.info("epoch %d: %.1f s, train loss %.4f, valid %s", epoch, seconds, np.mean(losses), format_metrics(scores))
         if scores[task.selection_metric] > best_score:
-            best_score, best_epoch = scores[task.selection_metric], epoch
+            best_score, best_epoch, best_valid = scores[task.selection_metric], epoch, scores
             save_model(model, str(out / BEST_CHECKPOINT))
 
     load_model(model, str(out / BEST_CHECKPOINT))
-    test_scores = evaluate(task, model, test, "test")
+    test_scores = evaluate(task, model, test, "test", best_valid)
     log.info("test (best epoch %d): %s", best_epoch, format_metrics(test_scores))
 
     epoch_seconds = [entry["seconds"] for entry in history]
@@ -123,9 +123,15 @@ def _finetune(config: FinetuneConfig, out: Path) -> dict:
 
 
 @torch.no_grad()
-def evaluate(task, model, examples, description: str) -> dict[str, float]:
+def evaluate(task, model, examples, description: str, valid_metrics: dict | None = None) -> dict[str, float]:
     model.eval()
-    return task.evaluate(model, examples, description)
+    return task.evaluate(model, examples, description, valid_metrics)
+
+
+def evaluate_test(task, model, valid, test, description: str) -> dict[str, float]:
+    """Test metrics; a task that tunes something on valid (a threshold) gets valid scored first."""
+    valid_metrics = evaluate(task, model, valid, f"{description} valid") if task.tunes_on_valid else None
+    return evaluate(task, model, test, f"{description} test", valid_metrics)
 
 
 def prepare_run_folder(out: Path, *, overwrite: bool) -> Path:

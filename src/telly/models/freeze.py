@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -18,6 +18,8 @@ class ParamReport:
 
     total: int
     trainable: int
+    #: Optional breakdown, e.g. {"encoder": (total, trainable), "decoder": ..., "head": ...}.
+    components: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def frozen(self) -> int:
@@ -28,21 +30,38 @@ class ParamReport:
         return 100.0 * self.trainable / self.total if self.total else 0.0
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "frozen": self.frozen, "percent_trainable": round(self.percent_trainable, 4)}
+        return {
+            "total": self.total,
+            "trainable": self.trainable,
+            "frozen": self.frozen,
+            "percent_trainable": round(self.percent_trainable, 4),
+            "components": {name: {"total": t, "trainable": n} for name, (t, n) in self.components.items()},
+        }
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"parameters: {self.total:,} total, {self.trainable:,} trainable "
             f"({self.percent_trainable:.1f}%), {self.frozen:,} frozen"
         )
+        parts = [f"{name} {trainable:,}/{total:,}" for name, (total, trainable) in self.components.items()]
+        return text + (f" [trainable/total: {', '.join(parts)}]" if parts else "")
 
 
-def param_report(model: nn.Module) -> ParamReport:
-    """Count unique parameters (tied weights count once)."""
-    unique = {id(p): p for p in model.parameters()}.values()
+def param_report(model: nn.Module, components: dict[str, nn.Module] | None = None) -> ParamReport:
+    """Count unique parameters (tied weights count once, in the first component that holds them)."""
+    counted: set[int] = set()
+
+    def count(module: nn.Module) -> tuple[int, int]:
+        fresh = [p for p in module.parameters() if id(p) not in counted]
+        counted.update(id(p) for p in fresh)
+        return sum(p.numel() for p in fresh), sum(p.numel() for p in fresh if p.requires_grad)
+
+    breakdown = {name: count(module) for name, module in (components or {}).items()}
+    rest_total, rest_trainable = count(model)
     return ParamReport(
-        total=sum(p.numel() for p in unique),
-        trainable=sum(p.numel() for p in unique if p.requires_grad),
+        total=rest_total + sum(total for total, _ in breakdown.values()),
+        trainable=rest_trainable + sum(trainable for _, trainable in breakdown.values()),
+        components=breakdown,
     )
 
 
@@ -54,18 +73,26 @@ def validate_k(k: int, num_layers: int) -> None:
         )
 
 
-def freeze(model: nn.Module, k: int) -> ParamReport:
+def freeze(model: nn.Module, k: int, *, freeze_decoder: bool = False) -> ParamReport:
     """Freeze the embeddings and the bottom `k` blocks of `model` in place; return the report.
 
     K=-1 trains everything, K=0 freezes only the embeddings, K=n also freezes blocks 0..n-1. The
     top block always stays trainable, so K ranges over -1..L-1. Everything else (the other blocks,
-    final norms, pooler, decoder, task heads) is left trainable.
+    final norms, pooler, decoder, task heads) is left trainable, except a pre-trained decoder
+    (T5's) when `freeze_decoder` is set. Weights tied to the embeddings (an LM head) freeze with them.
     """
     backbone = find_backbone(model)
     validate_k(k, backbone.num_layers)
+    if freeze_decoder and backbone.decoder is None:
+        raise UserError(
+            f"--freeze-decoder: this {backbone.family} model has no pre-trained decoder "
+            "(a newly initialised decoder must be trained)"
+        )
     for parameter in model.parameters():
         parameter.requires_grad_(True)
-    if k >= 0:
-        for module in (*backbone.embeddings, *backbone.blocks[:k]):
-            module.requires_grad_(False)
+    frozen = [*backbone.embeddings, *backbone.blocks[:k]] if k >= 0 else []
+    if freeze_decoder:
+        frozen.append(backbone.decoder)
+    for module in frozen:
+        module.requires_grad_(False)
     return param_report(model)

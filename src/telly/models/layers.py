@@ -2,7 +2,8 @@
 
 Telly-K needs to know "the embeddings" and "the bottom K blocks" of any Hugging Face model. The
 families differ only in attribute names, so a short table of known layouts is checked against the
-model's (base) modules; the first layout whose block container is an `nn.ModuleList` wins.
+model's modules, outermost first (a task model wrapping a pre-trained model is searched through);
+the first module whose block container is an `nn.ModuleList` wins.
 """
 
 from __future__ import annotations
@@ -18,15 +19,16 @@ from telly.errors import UserError
 class Layout:
     family: str
     embeddings: tuple[str, ...]  # attribute paths of the embedding modules
-    blocks: str  # attribute path of the nn.ModuleList of blocks, bottom first
+    blocks: str  # attribute path of the nn.ModuleList of (encoder) blocks, bottom first
+    decoder: str | None = None  # attribute path of a pre-trained decoder, if the family has one
 
 
-# Order matters: the first match wins. Paths are relative to the model's base model.
+# Order matters: the first match wins.
 KNOWN_LAYOUTS = (
     # BERT, RoBERTa (CodeBERT, GraphCodeBERT, UniXcoder), ELECTRA, XLM-R, ...
     Layout("bert-like", ("embeddings",), "encoder.layer"),
     # T5 / CodeT5 (encoder-decoder or encoder-only): K counts encoder blocks.
-    Layout("t5", ("shared", "encoder.embed_tokens"), "encoder.block"),
+    Layout("t5", ("shared", "encoder.embed_tokens"), "encoder.block", decoder="decoder"),
     # GPT-2 / CodeGPT
     Layout("gpt2", ("wte", "wpe"), "h"),
 )
@@ -39,6 +41,7 @@ class Backbone:
     family: str
     embeddings: tuple[nn.Module, ...]
     blocks: nn.ModuleList
+    decoder: nn.Module | None
 
     @property
     def num_layers(self) -> int:
@@ -46,28 +49,19 @@ class Backbone:
 
 
 def find_backbone(model: nn.Module) -> Backbone:
-    """Locate the embeddings and ordered blocks of `model` (or of the model it wraps)."""
-    for root in _candidate_roots(model):
+    """Locate the embeddings, ordered blocks (and pre-trained decoder) in `model` or a module inside it."""
+    for module in model.modules():
         for layout in KNOWN_LAYOUTS:
-            blocks = _get_path(root, layout.blocks)
-            embeddings = [_get_path(root, path) for path in layout.embeddings]
+            blocks = _get_path(module, layout.blocks)
+            embeddings = [_get_path(module, path) for path in layout.embeddings]
             if isinstance(blocks, nn.ModuleList) and all(isinstance(e, nn.Module) for e in embeddings):
-                return Backbone(layout.family, tuple(embeddings), blocks)
+                decoder = _get_path(module, layout.decoder) if layout.decoder else None
+                return Backbone(layout.family, tuple(embeddings), blocks, decoder)
     known = ", ".join(layout.family for layout in KNOWN_LAYOUTS)
     raise UserError(
         f"unsupported architecture {type(model).__name__}: cannot find its embeddings and "
         f"transformer blocks (known families: {known})"
     )
-
-
-def _candidate_roots(model: nn.Module) -> list[nn.Module]:
-    """The model itself, the base model it wraps (BertForMaskedLM.bert), a task model's `.encoder`."""
-    roots = [model]
-    for name in ("base_model", "encoder"):
-        candidate = getattr(model, name, None)
-        if isinstance(candidate, nn.Module) and candidate is not model:
-            roots.append(candidate)
-    return roots
 
 
 def _get_path(module: nn.Module, path: str):

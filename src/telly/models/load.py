@@ -7,15 +7,20 @@ everything works with no network. Hub ids go through the same `AutoModel`/`AutoT
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase,
+)
 
 from telly.errors import UserError
 
 DEFAULT_MODEL = "default"
 HUB_PROBE_TIMEOUT_SECONDS = 3.0
+
+ModelClassChooser = Callable[[PretrainedConfig], type]
 
 
 def default_model_dir() -> Path:
@@ -31,9 +36,17 @@ def resolve_model_name(name_or_path: str) -> str:
 
 
 def load_pretrained(
-    name_or_path: str = DEFAULT_MODEL, *, trust_remote_code: bool = False
+    name_or_path: str = DEFAULT_MODEL,
+    *,
+    trust_remote_code: bool = False,
+    model_class: ModelClassChooser = lambda config: AutoModel,
+    **config_overrides,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Return `(model, tokenizer)` for a hub id, a local model folder, or `default`.
+
+    `model_class` picks the Auto class from the model's config (a task that generates text wants
+    `AutoModelForSeq2SeqLM` for T5 but `AutoModel` for BERT); `config_overrides` are set on the
+    config before the weights load (e.g. `is_decoder=True`).
 
     A hub id is first looked up in the local Hugging Face cache; only when it is not there is the
     hub asked, after a quick reachability check so an offline machine fails in seconds with one
@@ -42,9 +55,9 @@ def load_pretrained(
     source = resolve_model_name(name_or_path)
     if _looks_like_path(source):
         _check_model_folder(Path(source))
-        return _load(source, trust_remote_code=trust_remote_code, local_files_only=True)
+        return _load(source, True, trust_remote_code, model_class, config_overrides)
     try:
-        return _load(source, trust_remote_code=trust_remote_code, local_files_only=True)
+        return _load(source, True, trust_remote_code, model_class, config_overrides)
     except OSError:
         pass  # not in the local cache: ask the hub below
     if not _hub_reachable():
@@ -53,15 +66,15 @@ def load_pretrained(
             "pass the path of a local model folder (or 'default')"
         )
     try:
-        return _load(source, trust_remote_code=trust_remote_code, local_files_only=False)
+        return _load(source, False, trust_remote_code, model_class, config_overrides)
     except OSError as error:
         raise UserError(f"cannot load model {name_or_path!r} from the hub: {_first_line(error)}") from None
 
 
-def _load(source: str, *, trust_remote_code: bool, local_files_only: bool):
+def _load(source: str, local_files_only: bool, trust_remote_code: bool, model_class, config_overrides):
     options = dict(trust_remote_code=trust_remote_code, local_files_only=local_files_only)
     try:
-        config = AutoConfig.from_pretrained(source, **options)
+        config = AutoConfig.from_pretrained(source, **options, **config_overrides)
         if getattr(config, "auto_map", None) and not trust_remote_code:
             # Without the flag transformers would quietly load a built-in class instead of the
             # folder's own code: a different model than the one asked for. Refuse instead.
@@ -70,7 +83,9 @@ def _load(source: str, *, trust_remote_code: bool, local_files_only: bool):
                 "pass --trust-remote-code (trust_remote_code=True) if you trust it"
             )
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
-        model = AutoModel.from_pretrained(source, config=config, **options)
+        model = model_class(config).from_pretrained(source, config=config, **options)
+    except UserError:
+        raise
     except ValueError as error:
         # transformers raises ValueError for remote code that was not allowed and unknown model types.
         raise UserError(f"cannot load model {source!r}: {_first_line(error)}") from None

@@ -1,7 +1,8 @@
 """The protocol every task implements; the training loop talks to tasks only through it.
 
-A task turns dataset files into examples, examples into tensor batches, batches into a loss, and
-examples into metrics. It never owns an optimiser, a schedule or a checkpoint: that is the loop's.
+A task loads the pre-trained model it needs, turns dataset files into examples, examples into
+tensor batches, batches into a loss, and examples into metrics. It never owns an optimiser, a
+schedule or a checkpoint: that is the loop's.
 """
 
 from __future__ import annotations
@@ -12,29 +13,59 @@ from typing import ClassVar, Iterator, Sequence
 
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import AutoModel, AutoModelForTextEncoding, PretrainedConfig
 
 from telly.config import FinetuneConfig
+from telly.models.load import load_pretrained
 
 # Tokenizers advertise "no limit" as a huge number; such a value is not a real position limit.
 UNBOUNDED_LENGTH = 1_000_000
+
+
+class TaskModel(nn.Module):
+    """What a task trains: the pre-trained model plus the task's head or decoder."""
+
+    #: True when part of the model is newly initialised, so a zero-shot score would be meaningless.
+    has_new_parts: ClassVar[bool] = False
+
+    def components(self) -> dict[str, nn.Module]:
+        """Named parts for the parameter report (encoder, decoder, head)."""
+        return {}
 
 
 class Task(ABC):
     name: ClassVar[str]
     #: The validation metric that picks the best checkpoint (higher is better).
     selection_metric: ClassVar[str]
+    #: Config values set before the pre-trained weights load (e.g. {"is_decoder": True}).
+    pretrained_overrides: ClassVar[dict] = {}
+    #: Whether `evaluate` needs `valid_metrics` for a fair test score (then valid is scored first).
+    tunes_on_valid: ClassVar[bool] = False
 
-    def __init__(self, config: FinetuneConfig, tokenizer: PreTrainedTokenizerBase):
+    def __init__(self, config: FinetuneConfig):
         self.config = config
-        self.tokenizer = tokenizer
+        self.tokenizer = None  # set by load_pretrained
+
+    def pretrained_class(self, model_config: PretrainedConfig) -> type:
+        """The Auto class to load; encoder tasks take T5's encoder alone."""
+        return AutoModelForTextEncoding if model_config.is_encoder_decoder else AutoModel
+
+    def load_pretrained(self) -> nn.Module:
+        """Load the pre-trained model (returned) and the tokenizer the task will use."""
+        model, self.tokenizer = load_pretrained(
+            self.config.model,
+            trust_remote_code=self.config.trust_remote_code,
+            model_class=self.pretrained_class,
+            **self.pretrained_overrides,
+        )
+        return model
 
     @abstractmethod
     def read_split(self, data_dir: Path, split: str) -> list:
         """Examples of one split ("train", "valid" or "test"); a user mistake raises UserError."""
 
     @abstractmethod
-    def build_model(self, pretrained: nn.Module) -> nn.Module:
+    def build_model(self, pretrained: nn.Module) -> TaskModel:
         """The trainable model: the pre-trained model plus whatever head the task needs."""
 
     @abstractmethod
@@ -42,22 +73,30 @@ class Task(ABC):
         """A training batch."""
 
     @abstractmethod
-    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def loss(self, model: TaskModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The training loss of one batch."""
 
     @abstractmethod
-    def evaluate(self, model: nn.Module, examples: Sequence, description: str) -> dict[str, float]:
-        """Metrics of `model` on `examples` (the caller puts the model in eval mode, no grad)."""
+    def evaluate(
+        self, model: TaskModel, examples: Sequence, description: str, valid_metrics: dict | None = None
+    ) -> dict[str, float]:
+        """Metrics of `model` on `examples` (the caller puts the model in eval mode, no grad).
+
+        `valid_metrics` are the metrics of the same model on the validation split, for tasks that
+        choose something there (clone detection's threshold); None when evaluating valid itself.
+        """
 
     # Shared helpers for subclasses.
 
-    def tokenize(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
-        """Pad to the longest text in the batch, truncate to the length limit (never beyond the model's)."""
+    def max_length(self, wanted: int) -> int:
+        """`wanted`, but never beyond the model's position limit."""
         limit = self.tokenizer.model_max_length
-        if limit < UNBOUNDED_LENGTH:
-            max_length = min(max_length, limit)
+        return min(wanted, limit) if limit < UNBOUNDED_LENGTH else wanted
+
+    def tokenize(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+        """Pad to the longest text in the batch, truncate to the length limit."""
         encoded = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            list(texts), padding=True, truncation=True, max_length=self.max_length(max_length), return_tensors="pt"
         )
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 

@@ -13,11 +13,11 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from telly.data.formats import read_codesearchnet_split
 from telly.metrics import retrieval_metrics
-from telly.tasks.base import Task
+from telly.tasks.base import Task, TaskModel
+from telly.tasks.encoders import embed_all, encode_mean_pooled
 
 SIMILARITY_SCALE = 20.0
 
@@ -28,22 +28,18 @@ class SearchExample:
     code: str
 
 
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Average the token vectors where attention_mask is 1."""
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-
-
-class SentenceEncoder(nn.Module):
-    """A pre-trained encoder that returns one L2-normalised vector per input."""
+class SentenceEncoder(TaskModel):
+    """One L2-normalised, mean-pooled vector per input; the same encoder for queries and code."""
 
     def __init__(self, encoder: nn.Module):
         super().__init__()
         self.encoder = encoder
 
+    def components(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder}
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return F.normalize(mean_pool(hidden, attention_mask), dim=-1)
+        return F.normalize(encode_mean_pooled(self.encoder, input_ids, attention_mask), dim=-1)
 
 
 class CodeSearchTask(Task):
@@ -57,7 +53,7 @@ class CodeSearchTask(Task):
             for r in records
         ]
 
-    def build_model(self, pretrained: nn.Module) -> nn.Module:
+    def build_model(self, pretrained: nn.Module) -> SentenceEncoder:
         return SentenceEncoder(pretrained)
 
     def collate(self, examples: Sequence[SearchExample]) -> dict[str, torch.Tensor]:
@@ -70,21 +66,17 @@ class CodeSearchTask(Task):
             "code_mask": code["attention_mask"],
         }
 
-    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def loss(self, model: SentenceEncoder, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         queries = model(batch["query_ids"], batch["query_mask"])
         code = model(batch["code_ids"], batch["code_mask"])
         logits = SIMILARITY_SCALE * queries @ code.T
         return F.cross_entropy(logits, torch.arange(len(queries)))
 
-    def evaluate(self, model: nn.Module, examples: Sequence[SearchExample], description: str) -> dict[str, float]:
+    def evaluate(self, model, examples: Sequence[SearchExample], description: str, valid_metrics=None) -> dict:
         queries = self._embed(model, [e.query for e in examples], self.config.max_nl_len, f"{description} queries")
         code = self._embed(model, [e.code for e in examples], self.config.max_code_len, f"{description} code")
         return retrieval_metrics((queries @ code.T).numpy())
 
-    def _embed(self, model: nn.Module, texts: list[str], max_length: int, description: str) -> torch.Tensor:
-        vectors = []
+    def _embed(self, model: SentenceEncoder, texts: list[str], max_length: int, description: str) -> torch.Tensor:
         batches = list(self.eval_batches(texts))
-        for batch in tqdm(batches, desc=description, leave=False, disable=None):
-            encoded = self.tokenize(batch, max_length)
-            vectors.append(model(encoded["input_ids"], encoded["attention_mask"]))
-        return torch.cat(vectors)
+        return embed_all(model, lambda batch: self.tokenize(batch, max_length), batches, description)

@@ -1,7 +1,20 @@
+import math
+
 import numpy as np
 import pytest
 
-from telly.metrics import gold_ranks, retrieval_metrics
+from telly.metrics import (
+    best_threshold,
+    classification_metrics,
+    codexglue_tokens,
+    corpus_bleu4,
+    edit_similarity,
+    exact_match,
+    gold_ranks,
+    precision_recall_f1,
+    retrieval_metrics,
+    smoothed_bleu4,
+)
 
 
 def test_ranks_and_metrics_on_a_hand_computed_case():
@@ -35,3 +48,183 @@ def test_ties_count_against_the_gold_candidate():
     scores = np.zeros((4, 4))
     assert gold_ranks(scores).tolist() == [4, 4, 4, 4]
     assert retrieval_metrics(scores)["mrr"] == pytest.approx(0.25)
+
+
+# --- smoothed BLEU-4 (CodeXGLUE code-to-text) -------------------------------------------------
+
+
+def test_codexglue_tokens_lowercase_and_split_punctuation_but_keep_underscores():
+    assert codexglue_tokens("Get the User's name.") == ["get", "the", "user", "'", "s", "name", "."]
+    assert codexglue_tokens("a.b(c_d)") == ["a", ".", "b", "(", "c_d", ")"]
+
+
+def test_smoothed_bleu4_on_a_hand_computed_two_sentence_case():
+    # Sentence 1. hyp "Get the User's name." -> get the user ' s name .   (7 tokens)
+    #             ref "get the user name."   -> get the user name .       (5 tokens)
+    #   1-grams: get the user name . match         5/7  (not smoothed)
+    #   2-grams: (get the) (the user) (name .)     3/6  -> (3+1)/(6+1) = 4/7
+    #   3-grams: (get the user)                    1/5  -> (1+1)/(5+1) = 1/3
+    #   4-grams: none                              0/4  -> (0+1)/(4+1) = 1/5
+    #   BP: exp(min(0, 1 - (5+1)/(7+1))) = exp(0) = 1
+    sentence_1 = (5 / 7 * 4 / 7 * 1 / 3 * 1 / 5) ** (1 / 4)  # 0.40615
+    # Sentence 2. hyp "open file" -> open file (2); ref "Open the file" -> open the file (3)
+    #   1-grams: open file match 2/2 = 1 (only because both sides are lowercased)
+    #   2-grams: (open file) does not occur in the reference: 0/1 -> (0+1)/(1+1) = 1/2
+    #   3- and 4-grams: the hypothesis has none: 0/0 -> (0+1)/(0+1) = 1
+    #   BP: exp(min(0, 1 - (3+1)/(2+1))) = exp(-1/3)
+    sentence_2 = (1 * 1 / 2 * 1 * 1) ** (1 / 4) * math.exp(-1 / 3)  # 0.60253
+    expected = 100 * (sentence_1 + sentence_2) / 2  # 50.434
+    score = smoothed_bleu4(["Get the User's name.", "open file"], ["get the user name.", "Open the file"])
+    assert score == pytest.approx(expected, rel=1e-12)
+    assert score == pytest.approx(50.434, abs=1e-3)
+
+
+def test_smoothed_bleu4_does_not_smooth_unigrams():
+    # hyp a b / ref a c: p1 = 1/2 (smoothed it would be 2/3), p2 = (0+1)/(1+1) = 1/2,
+    # p3 = p4 = (0+1)/(0+1) = 1, BP = 1 (equal lengths): (1/2 * 1/2) ** (1/4) = 0.7071
+    assert smoothed_bleu4(["a b"], ["a c"]) == pytest.approx(100 * 0.5**0.5, rel=1e-12)
+
+
+def test_smoothed_bleu4_clips_repeated_ngrams_to_their_reference_count():
+    # hyp the the the / ref the cat: "the" matches once, not three times -> p1 = 1/3;
+    # 2-grams (the the) x2: 0/2 -> 1/3; 3-gram (the the the): 0/1 -> 1/2; no 4-gram -> 1.
+    # BP: exp(min(0, 1 - 3/4)) = 1.
+    assert smoothed_bleu4(["the the the"], ["the cat"]) == pytest.approx(
+        100 * (1 / 3 * 1 / 3 * 1 / 2) ** (1 / 4), rel=1e-12
+    )
+
+
+def test_smoothed_bleu4_edge_cases():
+    assert smoothed_bleu4(["return the sum of a list ."], ["return the sum of a list ."]) == 100.0
+    assert smoothed_bleu4(["x"], ["x"]) == 100.0  # 2..4-grams are (0+1)/(0+1) = 1
+    # Lowercasing and punctuation splitting make these identical token sequences.
+    assert smoothed_bleu4(["Returns the VALUE."], ["returns the value ."]) == pytest.approx(100.0)
+    assert smoothed_bleu4(["a.b"], ["a . b"]) == pytest.approx(100.0)
+    # No shared word -> exactly 0: `foo_bar` is one token, not `foo` and `bar`.
+    assert smoothed_bleu4(["foo_bar"], ["foo bar"]) == 0.0
+    assert smoothed_bleu4(["completely different"], ["nothing shared here"]) == 0.0
+    # Empty hypotheses score 0 and do not crash; the average still counts them.
+    assert smoothed_bleu4(["", "   "], ["some words", ""]) == 0.0
+    assert smoothed_bleu4(["x", ""], ["x", "y"]) == pytest.approx(50.0)
+
+
+def test_text_metrics_reject_mismatched_or_empty_inputs():
+    for metric in (smoothed_bleu4, corpus_bleu4, exact_match, edit_similarity):
+        with pytest.raises(ValueError, match="2 predictions but 1 references"):
+            metric(["a", "b"], ["a"])
+        with pytest.raises(ValueError, match="nothing to score"):
+            metric([], [])
+
+
+# --- corpus BLEU-4 (CONCODE, sacrebleu) ----------------------------------------------------------
+
+
+def test_corpus_bleu4_pools_counts_over_the_corpus():
+    # Tokens are whitespace-separated, whatever the whitespace.
+    #   hyp 1 a b c d / ref 1 a b c e;  hyp 2 x y / ref 2 x y z
+    #   1-grams: 3/4 + 2/2 = 5/6 (not smoothed)
+    #   2-grams: (a b)(b c) of 3, (x y) of 1 = 3/4  -> (3+1)/(4+1) = 4/5
+    #   3-grams: (a b c) of 2, none in hyp 2 = 1/2  -> (1+1)/(2+1) = 2/3
+    #   4-grams: (a b c d) unmatched = 0/1          -> (0+1)/(1+1) = 1/2
+    #   BP: hyp length 6 < ref length 7 -> exp(1 - 7/6) = exp(-1/6)
+    expected = 100 * (5 / 6 * 4 / 5 * 2 / 3 * 1 / 2) ** (1 / 4) * math.exp(-1 / 6)  # 58.119
+    score = corpus_bleu4(["a  b\tc\nd", "x y"], ["a b c e", " x y z "])
+    assert score == pytest.approx(expected, rel=1e-9)
+    assert score == pytest.approx(58.119, abs=1e-3)
+
+
+def test_corpus_bleu4_does_not_split_code_tokens_and_is_case_sensitive():
+    # Tokens x = a.b ; vs x = a.c ; -- `a.b` stays one token (sacrebleu's 13a would split it).
+    #   1-grams 3/4; 2-grams (x =) 1/3 -> 2/4; 3-grams 0/2 -> 1/3; 4-grams 0/1 -> 1/2; BP 1
+    #   (3/4 * 1/2 * 1/3 * 1/2) ** (1/4) = (1/16) ** (1/4) = 1/2
+    assert corpus_bleu4(["x = a.b ;"], ["x = a.c ;"]) == pytest.approx(50.0)
+    assert corpus_bleu4(["public int foo ( ) { }"], ["public int foo ( ) { }"]) == pytest.approx(100.0)
+    assert corpus_bleu4(["Foo"], ["foo"]) == 0.0
+
+
+# --- exact match and edit similarity (line completion, CONCODE) ---------------------------------
+
+
+def test_exact_match_ignores_whitespace_layout_only():
+    predictions = ["  a  b\n", "a b", "A b", "ab", "x . y"]
+    references = ["a b", "a\tb", "a b", "a b", "x.y"]
+    # match, match, case differs, token boundary differs, token boundary differs -> 2/5
+    assert exact_match(predictions, references) == pytest.approx(40.0)
+    assert exact_match(["return x ;"], ["return   x ;"]) == 100.0
+
+
+def test_edit_similarity_is_the_normalised_indel_similarity():
+    # kitten / sitting: longest common subsequence "ittn" = 4 characters;
+    # similarity = 2 * 4 / (6 + 7) = 8/13 = 61.54. "abc" / "abc" = 100.
+    assert edit_similarity(["kitten"], ["sitting"]) == pytest.approx(100 * 8 / 13)
+    assert edit_similarity(["kitten", "abc"], ["sitting", "abc"]) == pytest.approx((800 / 13 + 100) / 2)
+    # Surrounding whitespace is stripped, inner whitespace counts: "a b" / "ab": 2 * 2 / 5 = 80.
+    assert edit_similarity([" abc\n"], ["abc"]) == 100.0
+    assert edit_similarity(["a b"], ["ab"]) == pytest.approx(80.0)
+    assert edit_similarity(["", "x"], ["", ""]) == pytest.approx(50.0)  # 100 and 0
+
+
+# --- clone detection: precision / recall / F1 at a tuned threshold ------------------------------
+
+
+def test_precision_recall_f1_on_a_hand_computed_case_and_against_sklearn():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")  # the independent reference
+    labels = [1, 1, 1, 0, 0, 0, 1, 0]
+    predictions = [1, 0, 1, 1, 0, 0, 0, 0]
+    # TP = 2 (items 0, 2), FP = 1 (item 3), FN = 2 (items 1, 6)
+    # precision 2/3, recall 2/4, F1 = 2 * (2/3 * 1/2) / (2/3 + 1/2) = 4/7
+    metrics = precision_recall_f1(labels, predictions)
+    assert metrics == pytest.approx({"precision": 2 / 3, "recall": 1 / 2, "f1": 4 / 7})
+    assert metrics == pytest.approx({
+        "precision": sklearn_metrics.precision_score(labels, predictions),
+        "recall": sklearn_metrics.recall_score(labels, predictions),
+        "f1": sklearn_metrics.f1_score(labels, predictions),
+    })
+
+
+def test_precision_recall_f1_zero_division_is_zero():
+    assert precision_recall_f1([1, 0, 1], [0, 0, 0]) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert precision_recall_f1([0, 0], [1, 0]) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        precision_recall_f1([0, 2], [0, 1])
+    with pytest.raises(ValueError, match="2 predictions but 3 labels"):
+        precision_recall_f1([0, 1, 1], [0, 1])
+
+
+def test_best_threshold_obvious_case_and_tie_break():
+    # Positives score 0.8 and 0.9, negatives 0.1 and 0.2: threshold 0.8 gives F1 = 1.
+    assert best_threshold([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8]) == 0.8
+    # Candidates: 0.9 -> TP 1 of 1 predicted: F1 = 2/(1+2) = 2/3;  0.8 -> 2/(2+2) = 1/2;
+    # 0.7 -> 2/(3+2) = 2/5;  0.6 -> 4/(4+2) = 2/3. Tie between 0.9 and 0.6: the larger wins,
+    # whatever the order of the examples.
+    assert best_threshold([1, 0, 0, 1], [0.9, 0.8, 0.7, 0.6]) == 0.9
+    assert best_threshold([1, 0, 0, 1][::-1], [0.9, 0.8, 0.7, 0.6][::-1]) == 0.9
+    assert best_threshold([0, 1, 1, 0], [0.7, 0.9, 0.6, 0.8]) == 0.9
+    # No positive label: every F1 is 0, so the largest score.
+    assert best_threshold([0, 0, 0], [0.3, 0.1, 0.2]) == 0.3
+
+
+def test_best_threshold_agrees_with_a_brute_force_search_using_sklearn():
+    f1_score = pytest.importorskip("sklearn.metrics").f1_score
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=60)
+    scores = np.round(np.clip(labels * 0.3 + rng.random(60) * 0.7, 0, 1), 1)  # many ties
+    candidates = np.unique(scores)
+    f1s = np.array([f1_score(labels, scores >= t) for t in candidates])
+    best = candidates[np.flatnonzero(np.isclose(f1s, f1s.max()))[-1]]
+    assert best_threshold(labels, scores) == best
+    tuned = classification_metrics(labels, scores, best)
+    assert tuned["f1"] == pytest.approx(f1s.max())
+    assert tuned["threshold"] == best
+
+
+def test_classification_metrics_predicts_clone_at_or_above_the_threshold():
+    labels = [0, 0, 1, 1, 1]
+    scores = [0.2, 0.6, 0.6, 0.4, 0.9]
+    # threshold 0.6 -> predictions 0 1 1 0 1: TP 2, FP 1, FN 1 -> P = R = F1 = 2/3
+    # (with "score > threshold" it would be 0 0 0 0 1: P = 1, R = 1/3)
+    assert classification_metrics(labels, scores, 0.6) == pytest.approx(
+        {"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "threshold": 0.6}
+    )
+    with pytest.raises(ValueError, match="expected 5 scores"):
+        classification_metrics(labels, scores[:4], 0.5)

@@ -100,6 +100,15 @@ class Task(ABC):
         )
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
+    def round_trip(self, text: str) -> str:
+        """`text` as the tokenizer can write it back (an uncased WordPiece lowercases, drops newlines).
+
+        References pass through the same round trip as predictions, so a model is not scored on
+        what its tokenizer cannot represent.
+        """
+        ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
     def eval_batches(self, items: Sequence) -> Iterator[Sequence]:
         size = self.config.eval_batch_size
         for start in range(0, len(items), size):

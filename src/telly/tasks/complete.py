@@ -1,0 +1,144 @@
+"""Line-level code completion (CodeXGLUE line-level format): the code so far → the next line.
+
+Decoder-only models (GPT-2 / CodeGPT) run as the causal language models they are. Encoder-only
+models (BERT/RoBERTa: UniXcoder, CodeBERT, MiniLM) run UniXcoder-style: a causal attention mask
+(`is_decoder=True`) and an LM head tied to their input embeddings. Training is next-token
+prediction over the context and the line; prediction is greedy decoding until the end of the line.
+Metrics: exact match and edit similarity.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, PretrainedConfig
+
+from telly.data.formats import read_line_completion
+from telly.errors import UserError
+from telly.metrics import edit_similarity, exact_match
+from telly.models.layers import find_backbone
+from telly.tasks.base import Task, TaskModel
+from telly.tasks.decoding import beam_search
+
+IGNORE_INDEX = -100
+_MARKER = re.compile(r"\s*<EOL>\s?")
+
+
+@dataclass(frozen=True)
+class CompletionExample:
+    context: str  # real code, lines separated by "\n"
+    line: str
+
+
+def context_from_input(text: str) -> str:
+    """CodeXGLUE's `input` ("<s> a = 1 <EOL>     b = 2 <EOL>") as the code it stands for."""
+    text = text.removeprefix("<s>").removeprefix(" ").removesuffix("</s>")
+    return _MARKER.sub("\n", text)
+
+
+class CausalLanguageModel(TaskModel):
+    def __init__(self, model: nn.Module, has_new_parts: bool):
+        super().__init__()
+        self.model = model
+        self.has_new_parts = has_new_parts
+
+    def components(self) -> dict[str, nn.Module]:
+        return {"body": self.model.base_model, "head": self.model.get_output_embeddings()}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        # Positions count real tokens only, so left padding (used when decoding) changes nothing.
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
+
+
+class CodeCompletionTask(Task):
+    name = "code-completion"
+    selection_metric = "exact_match"
+    # Makes BERT/RoBERTa attend causally; decoder-only models are causal already.
+    pretrained_overrides = {"is_decoder": True}
+
+    def pretrained_class(self, model_config: PretrainedConfig) -> type:
+        if model_config.is_encoder_decoder:
+            raise UserError(
+                "code-completion runs decoder-only (GPT-2/CodeGPT) or encoder-only (BERT/RoBERTa) "
+                f"models, not the encoder-decoder {model_config.model_type}"
+            )
+        return AutoModelForCausalLM
+
+    def read_split(self, data_dir: Path, split: str) -> list[CompletionExample]:
+        return [
+            CompletionExample(context_from_input(r["input"]), r["gt"].strip())
+            for r in read_line_completion(data_dir, split)
+        ]
+
+    def build_model(self, pretrained: nn.Module) -> CausalLanguageModel:
+        # A GPT-2 LM head is the tied embedding matrix; a BERT LM head also has a transform layer
+        # that sentence-embedding checkpoints do not ship, so zero-shot scores would mean little.
+        tokenizer = self.tokenizer
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+        self.start_ids = [] if start is None else [start]
+        self.line_end, self.end_ids = self._line_ends()
+        return CausalLanguageModel(pretrained, has_new_parts=find_backbone(pretrained).family != "gpt2")
+
+    def _line_ends(self) -> tuple[list[int], set[int]]:
+        """The tokens that end a training line, and every token at which decoding stops.
+
+        A tokenizer that can write a newline ends lines with it, and decoding stops at any token
+        whose text holds one (GPT-2 has many, such as ")\n"); an uncased WordPiece cannot, so its
+        separator token marks the end of the line instead.
+        """
+        tokenizer = self.tokenizer
+        newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+        end = {tokenizer.eos_token_id, tokenizer.sep_token_id} - {None}
+        if newline and tokenizer.decode(newline) == "\n":
+            texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+            return newline, end | {i for i, text in enumerate(texts) if "\n" in text}
+        line_end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+        return [line_end], end
+
+    def _context_ids(self, contexts: Sequence[str]) -> list[list[int]]:
+        """Start token + the context's last tokens (the nearest code matters most)."""
+        budget = self.max_length(self.config.max_code_len) - self.config.max_nl_len - len(self.start_ids)
+        texts = [context + "\n" for context in contexts]
+        return [self.start_ids + ids[-budget:] for ids in self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
+
+    def collate(self, examples: Sequence[CompletionExample]) -> dict[str, torch.Tensor]:
+        contexts = self._context_ids([e.context for e in examples])
+        lines = self.tokenizer([e.line for e in examples], add_special_tokens=False, verbose=False)["input_ids"]
+        rows = [c + l[: self.config.max_nl_len - len(self.line_end)] + self.line_end for c, l in zip(contexts, lines)]
+        width = max(len(row) for row in rows)
+        ids = torch.tensor([row + [IGNORE_INDEX] * (width - len(row)) for row in rows])
+        return {"input_ids": ids.clamp(min=0), "attention_mask": (ids != IGNORE_INDEX).long(), "labels": ids}
+
+    def loss(self, model: CausalLanguageModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = model(batch["input_ids"], batch["attention_mask"])
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+
+    def evaluate(self, model, examples: Sequence[CompletionExample], description: str, valid_metrics=None) -> dict:
+        predictions = []
+        for batch in tqdm(list(self.eval_batches(examples)), desc=description, leave=False, disable=None):
+            predictions += self.complete(model, [e.context for e in batch])
+        references = [self.round_trip(e.line) for e in examples]
+        return {"exact_match": exact_match(predictions, references), "edit_similarity": edit_similarity(predictions, references)}
+
+    def complete(self, model: CausalLanguageModel, contexts: Sequence[str]) -> list[str]:
+        """Greedy completion of the next line of each context."""
+        contexts = self._context_ids(contexts)
+        width = max(len(c) for c in contexts)
+        prompt = torch.tensor([[0] * (width - len(c)) + c for c in contexts])  # left-padded
+        prompt_mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts])
+
+        def step(generated: torch.Tensor) -> torch.Tensor:
+            mask = torch.cat([prompt_mask, torch.ones_like(generated)], dim=1)
+            return model(torch.cat([prompt, generated], dim=1), mask)[:, -1].log_softmax(-1)
+
+        start = prompt.new_empty((len(contexts), 0))
+        outputs = beam_search(step, start, self.end_ids, beam_size=1, max_new_tokens=self.config.max_nl_len)
+        return [self.tokenizer.decode(ids, skip_special_tokens=True).split("\n")[0].strip() for ids in outputs]

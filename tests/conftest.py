@@ -54,3 +54,17 @@ def email_corpus(tmp_path_factory):
     folder = tmp_path_factory.mktemp("email-corpus")
     build_code_search([Path(sysconfig.get_paths()["stdlib"]) / "email"], folder, seed=0)
     return folder
+
+
+@pytest.fixture(scope="session")
+def byte_level_tokenizer():
+    """A GPT-2-style byte-level BPE that can write newlines, trained here on real stdlib code."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    sources = sorted((Path(sysconfig.get_paths()["stdlib"]) / "json").glob("*.py"))
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator([path.read_text() for path in sources], vocab_size=600,
+                            special_tokens=["<|endoftext|>"], show_progress=False)
+    end = "<|endoftext|>"
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=end, eos_token=end, pad_token=end)

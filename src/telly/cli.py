@@ -39,17 +39,27 @@ def add_config_options(parser: argparse.ArgumentParser, config_class) -> None:
             )
 
 
+def add_build_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sources", nargs="*", type=Path, help="source folders or files (default: this Python's standard library)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split by file (default: 0)")
+    parser.set_defaults(run=run_data_build)
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="telly", description="Study and efficiently fine-tune pre-trained code models.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     data = commands.add_parser("data", help="build datasets from real source code")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
-    build = data_commands.add_parser("build", help="CodeSearchNet-format train/valid/test.jsonl from Python source")
-    build.add_argument("sources", nargs="*", type=Path, help="source folders (default: this Python's standard library)")
-    build.add_argument("--out", type=Path, required=True, help="output folder")
-    build.add_argument("--seed", type=int, default=0, help="seed of the split by file (default: 0)")
-    build.set_defaults(run=run_data_build)
+    build = data_commands.add_parser("build", help="a task's train/valid/test files from Python source")
+    add_build_options(build)
+    build.add_argument("--task", default="code-search", help="the task to build for (default: code-search): "
+                       "CodeSearchNet for code-search/code-summarization, BigCloneBench for clone-detection, "
+                       "CONCODE for code-generation, CodeXGLUE line-level for code-completion")
+    clones = data_commands.add_parser("clones", help="BigCloneBench-format clone pairs (= build --task clone-detection)")
+    add_build_options(clones)
+    clones.set_defaults(task="clone-detection")
 
     finetune = commands.add_parser("finetune", help="fine-tune a model on a task (Telly-K with --freeze K)")
     add_config_options(finetune, FinetuneConfig)
@@ -63,11 +73,13 @@ def build_parser() -> Parser:
 
 
 def run_data_build(args: argparse.Namespace) -> None:
-    from telly.data.python_corpus import build_code_search, default_sources
+    from telly.data import BUILDERS, default_sources
 
-    summary = build_code_search(args.sources or default_sources(), args.out, seed=args.seed)
+    if args.task not in BUILDERS:
+        raise UserError(f"unknown task {args.task!r}; choose one of: {', '.join(BUILDERS)}")
+    summary = BUILDERS[args.task](args.sources or default_sources(), args.out, seed=args.seed)
     print(summary)
-    print(f"wrote {args.out}/{{train,valid,test}}.jsonl")
+    print(f"wrote {args.task} data to {args.out}")
 
 
 def run_finetune(args: argparse.Namespace) -> None:

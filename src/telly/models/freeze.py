@@ -57,10 +57,13 @@ def param_report(model: nn.Module, components: dict[str, nn.Module] | None = Non
         return sum(p.numel() for p in fresh), sum(p.numel() for p in fresh if p.requires_grad)
 
     breakdown = {name: count(module) for name, module in (components or {}).items()}
-    rest_total, rest_trainable = count(model)
+    rest = count(model)
+    if breakdown and rest[0]:
+        breakdown["other"] = rest  # parameters outside the named parts, so the parts add up
+    parts = list(breakdown.values()) if breakdown else [rest]
     return ParamReport(
-        total=rest_total + sum(total for total, _ in breakdown.values()),
-        trainable=rest_trainable + sum(trainable for _, trainable in breakdown.values()),
+        total=sum(total for total, _ in parts),
+        trainable=sum(trainable for _, trainable in parts),
         components=breakdown,
     )
 

@@ -70,3 +70,16 @@ def _get_path(module: nn.Module, path: str):
         if module is None:
             return None
     return module
+
+
+def max_positions(model: nn.Module) -> int | None:
+    """How many tokens the model can take, or None for relative positions (T5).
+
+    RoBERTa-style embeddings number positions from padding_idx + 1, so they hold that many fewer.
+    """
+    config = model.config
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if limit is None:
+        return None
+    padding_idx = getattr(find_backbone(model).embeddings[0], "padding_idx", None)
+    return limit - (padding_idx + 1 if padding_idx is not None else 0)

@@ -16,11 +16,8 @@ from torch import nn
 from transformers import AutoModel, AutoModelForTextEncoding, PretrainedConfig
 
 from telly.config import FinetuneConfig
+from telly.models.layers import max_positions
 from telly.models.load import load_pretrained
-
-# Tokenizers advertise "no limit" as a huge number; such a value is not a real position limit.
-UNBOUNDED_LENGTH = 1_000_000
-
 
 class TaskModel(nn.Module):
     """What a task trains: the pre-trained model plus the task's head or decoder."""
@@ -45,6 +42,7 @@ class Task(ABC):
     def __init__(self, config: FinetuneConfig):
         self.config = config
         self.tokenizer = None  # set by load_pretrained
+        self.position_limit: int | None = None  # set by load_pretrained
 
     def pretrained_class(self, model_config: PretrainedConfig) -> type:
         """The Auto class to load; encoder tasks take T5's encoder alone."""
@@ -58,6 +56,7 @@ class Task(ABC):
             model_class=self.pretrained_class,
             **self.pretrained_overrides,
         )
+        self.position_limit = max_positions(model)
         return model
 
     @abstractmethod
@@ -89,9 +88,9 @@ class Task(ABC):
     # Shared helpers for subclasses.
 
     def max_length(self, wanted: int) -> int:
-        """`wanted`, but never beyond the model's position limit."""
-        limit = self.tokenizer.model_max_length
-        return min(wanted, limit) if limit < UNBOUNDED_LENGTH else wanted
+        """`wanted`, but never beyond what the model's positions or its tokenizer allow."""
+        # A tokenizer without a limit reports a huge model_max_length; min() copes with that.
+        return min(wanted, self.tokenizer.model_max_length, self.position_limit or wanted)
 
     def tokenize(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
         """Pad to the longest text in the batch, truncate to the length limit."""

@@ -50,7 +50,9 @@ class CausalLanguageModel(TaskModel):
         self.has_new_parts = has_new_parts
 
     def components(self) -> dict[str, nn.Module]:
-        return {"body": self.model.base_model, "head": self.model.get_output_embeddings()}
+        body = self.model.base_model
+        head = [child for child in self.model.children() if child is not body]  # GPT-2's lm_head, BERT's cls
+        return {"body": body, "head": nn.ModuleList(head)}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # Positions count real tokens only, so left padding (used when decoding) changes nothing.

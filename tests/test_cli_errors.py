@@ -4,10 +4,17 @@ import json
 import re
 import shutil
 
+import sysconfig
+from pathlib import Path
+
 import pytest
 from huggingface_hub import constants
+from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
 from telly.cli import main
+from telly.data import BUILDERS
+
+EMAIL = Path(sysconfig.get_paths()["stdlib"]) / "email"
 
 
 @pytest.fixture
@@ -29,12 +36,20 @@ def break_line(path, line_number, text):
     path.write_text("\n".join(lines) + "\n")
 
 
-def drop_field(path, line_number, field):
+def edit_record(path, line_number, edit):
     lines = path.read_text().splitlines()
     record = json.loads(lines[line_number - 1])
-    del record[field]
+    edit(record)
     lines[line_number - 1] = json.dumps(record)
     path.write_text("\n".join(lines) + "\n")
+
+
+def drop_field(path, line_number, field):
+    edit_record(path, line_number, lambda record: record.pop(field))
+
+
+def set_field(path, line_number, field, value):
+    edit_record(path, line_number, lambda record: record.update({field: value}))
 
 
 CASES = {
@@ -80,7 +95,53 @@ CASES = {
         lambda m, d, o: ["data", "build", str(d), "--out", str(d / "train.jsonl")], r"output path is a file",
     ),
     "report on a folder that is not a run": (lambda m, d, o: ["report", str(d)], r"is not a finished run"),
+    "empty summarization target": (
+        lambda m, d, o: (set_field(d / "test.jsonl", 2, "docstring_tokens", []),
+                         task_args("code-summarization", m, d, o))[1],
+        r'test\.jsonl line 2: field "docstring_tokens" is empty',
+    ),
+    "clone pair with an unknown idx": (
+        lambda m, d, o: (build("clone-detection", d), (d / "bcb" / "valid.txt").write_text("0\t999999\t1\n"),
+                         task_args("clone-detection", m, d / "bcb", o))[2],
+        r"valid\.txt line 1: unknown idx 999999",
+    ),
+    "CONCODE line without nl": (
+        lambda m, d, o: (build("code-generation", d), drop_field(d / "concode" / "train.jsonl", 4, "nl"),
+                         task_args("code-generation", m, d / "concode", o))[2],
+        r'train\.jsonl line 4: missing field "nl"',
+    ),
+    "empty completion target": (
+        lambda m, d, o: (build("code-completion", d), set_field(d / "lines" / "test.jsonl", 1, "gt", "  "),
+                         task_args("code-completion", m, d / "lines", o))[2],
+        r'test\.jsonl line 1: field "gt" is empty',
+    ),
+    "completion with an encoder-decoder model": (
+        lambda m, d, o: (build("code-completion", d),
+                         task_args("code-completion", save_tiny_t5(d / "t5", m), d / "lines", o))[1],
+        r"code-completion runs decoder-only .* not the encoder-decoder t5",
+    ),
+    "freeze decoder of a model without one": (
+        lambda m, d, o: task_args("code-summarization", m, d, o) + ["--freeze-decoder"],
+        r"--freeze-decoder: this bert-like model has no pre-trained decoder",
+    ),
 }
+
+BUILT_FOLDERS = {"clone-detection": "bcb", "code-generation": "concode", "code-completion": "lines"}
+
+
+def build(task, data):
+    """The task's data from the real `email` package, next to the code-search copy."""
+    BUILDERS[task]([EMAIL], data / BUILT_FOLDERS[task], seed=0)
+
+
+def task_args(task, model, data, out):
+    return [task if arg == "code-search" else arg for arg in finetune_args(model, data, out)]
+
+
+def save_tiny_t5(folder, tokenizer_source):
+    T5ForConditionalGeneration(T5Config(vocab_size=100, d_model=8, d_ff=16, d_kv=4, num_heads=2, num_layers=1)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(folder)
+    return folder
 
 
 @pytest.mark.parametrize("case", list(CASES))

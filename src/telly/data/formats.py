@@ -118,7 +118,7 @@ def read_codesearchnet_split(
     (`DIR/final/jsonl/train/python_train_0.jsonl.gz`, ... or `DIR/train/*.jsonl.gz`). The first
     layout that has files wins; its files are read in sorted name order. Every record must hold
     the `required` fields with the right type (`*_tokens`: a list of strings; other CSN fields:
-    a string).
+    a string), and not empty: they are a model's inputs and targets.
     """
     patterns = (
         f"{split}.jsonl",
@@ -126,8 +126,9 @@ def read_codesearchnet_split(
         f"final/jsonl/{split}/*_{split}_*.jsonl.gz",
         f"{split}/*.jsonl.gz",
     )
+    required = tuple(required)
     return _read_split_records(
-        data_dir, split, patterns, tuple(required), string_fields=CODESEARCHNET_FIELDS
+        data_dir, split, patterns, required, string_fields=CODESEARCHNET_FIELDS, non_blank=required
     )
 
 
@@ -213,7 +214,7 @@ def _check_fields(
                 raise UserError(f'{where}: field "{field}" must be a list of strings')
         elif field in string_fields and not isinstance(value, str):
             raise UserError(f'{where}: field "{field}" must be a string')
-        if field in non_blank and not value.strip():
+        if field in non_blank and not (value.strip() if isinstance(value, str) else value):
             raise UserError(f'{where}: field "{field}" is empty')
 
 

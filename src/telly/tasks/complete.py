@@ -107,14 +107,20 @@ class CodeCompletionTask(Task):
 
     def _context_ids(self, contexts: Sequence[str]) -> list[list[int]]:
         """Start token + the context's last tokens (the nearest code matters most)."""
-        budget = self.max_length(self.config.max_code_len) - self.config.max_nl_len - len(self.start_ids)
+        budget = self.max_length(self.config.max_code_len) - self.line_budget - len(self.start_ids)
         texts = [context + "\n" for context in contexts]
-        return [self.start_ids + ids[-budget:] for ids in self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
+        encoded = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        return [self.start_ids + ids[-budget:] for ids in encoded]
+
+    @property
+    def line_budget(self) -> int:
+        """Tokens for the completed line (with its end); at most half of what the model can take."""
+        return min(self.config.max_nl_len, self.max_length(self.config.max_code_len) // 2)
 
     def collate(self, examples: Sequence[CompletionExample]) -> dict[str, torch.Tensor]:
         contexts = self._context_ids([e.context for e in examples])
         lines = self.tokenizer([e.line for e in examples], add_special_tokens=False, verbose=False)["input_ids"]
-        rows = [c + l[: self.config.max_nl_len - len(self.line_end)] + self.line_end for c, l in zip(contexts, lines)]
+        rows = [c + l[: self.line_budget - len(self.line_end)] + self.line_end for c, l in zip(contexts, lines)]
         width = max(len(row) for row in rows)
         ids = torch.tensor([row + [IGNORE_INDEX] * (width - len(row)) for row in rows])
         return {"input_ids": ids.clamp(min=0), "attention_mask": (ids != IGNORE_INDEX).long(), "labels": ids}
@@ -142,5 +148,5 @@ class CodeCompletionTask(Task):
             return model(torch.cat([prompt, generated], dim=1), mask)[:, -1].log_softmax(-1)
 
         start = prompt.new_empty((len(contexts), 0))
-        outputs = beam_search(step, start, self.end_ids, beam_size=1, max_new_tokens=self.config.max_nl_len)
+        outputs = beam_search(step, start, self.end_ids, beam_size=1, max_new_tokens=self.line_budget)
         return [self.tokenizer.decode(ids, skip_special_tokens=True).split("\n")[0].strip() for ids in outputs]

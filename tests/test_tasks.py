@@ -114,3 +114,29 @@ def test_freeze_decoder_on_t5_and_refusal_on_a_new_decoder(tokenizer):
     assert all(p.requires_grad for p in t5.encoder.block.parameters())
     with pytest.raises(UserError, match="no pre-trained decoder"):
         freeze(EncoderWithNewDecoder(tiny_bert(tokenizer), 1, 101, 102), 0, freeze_decoder=True)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_encoder_as_causal_lm_keeps_its_positions_and_ignores_left_padding(family):
+    from transformers import BertLMHeadModel, RobertaConfig, RobertaForCausalLM
+
+    from telly.tasks.complete import CausalLanguageModel
+
+    config_class, model_class, pad = {"bert": (BertConfig, BertLMHeadModel, 0),
+                                      "roberta": (RobertaConfig, RobertaForCausalLM, 1)}[family]
+    torch.manual_seed(0)
+    model = model_class(config_class(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=40, is_decoder=True,
+                                     pad_token_id=pad)).eval()
+    wrapper = CausalLanguageModel(model, has_new_parts=True)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        ours = wrapper(ids, torch.ones_like(ids))
+        # The model's own position numbering (RoBERTa starts after its padding index).
+        assert torch.allclose(model(input_ids=ids).logits, ours, atol=1e-5)
+        padded = torch.tensor([[pad, pad, 5, 6, 7, 8]])
+        assert torch.allclose(wrapper(padded, torch.tensor([[0, 0, 1, 1, 1, 1]]))[:, 2:], ours, atol=1e-5)
+        # Causal: a later token does not change earlier predictions.
+        changed = wrapper(torch.tensor([[5, 6, 7, 9]]), torch.ones_like(ids))
+        assert torch.allclose(changed[:, :3], ours[:, :3], atol=1e-6)
+        assert not torch.allclose(changed[:, 3], ours[:, 3])

@@ -72,14 +72,14 @@ def _get_path(module: nn.Module, path: str):
     return module
 
 
-def max_positions(model: nn.Module) -> int | None:
-    """How many tokens the model can take, or None for relative positions (T5).
+def position_offset(model: nn.Module) -> int:
+    """The first position id a model uses: RoBERTa-style embeddings count from padding_idx + 1."""
+    padding_idx = getattr(find_backbone(model).embeddings[0], "padding_idx", None)
+    return 0 if padding_idx is None else padding_idx + 1
 
-    RoBERTa-style embeddings number positions from padding_idx + 1, so they hold that many fewer.
-    """
+
+def max_positions(model: nn.Module) -> int | None:
+    """How many tokens the model can take, or None for relative positions (T5)."""
     config = model.config
     limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    if limit is None:
-        return None
-    padding_idx = getattr(find_backbone(model).embeddings[0], "padding_idx", None)
-    return limit - (padding_idx + 1 if padding_idx is not None else 0)
+    return None if limit is None else limit - position_offset(model)

@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM, PretrainedConfig
 from telly.data.formats import read_line_completion
 from telly.errors import UserError
 from telly.metrics import edit_similarity, exact_match
-from telly.models.layers import find_backbone
+from telly.models.layers import find_backbone, position_offset
 from telly.tasks.base import Task, TaskModel
 from telly.tasks.decoding import beam_search
 
@@ -48,6 +48,7 @@ class CausalLanguageModel(TaskModel):
         super().__init__()
         self.model = model
         self.has_new_parts = has_new_parts
+        self.first_position = position_offset(model)
 
     def components(self) -> dict[str, nn.Module]:
         body = self.model.base_model
@@ -56,7 +57,7 @@ class CausalLanguageModel(TaskModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # Positions count real tokens only, so left padding (used when decoding) changes nothing.
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0) + self.first_position
         return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
 
 

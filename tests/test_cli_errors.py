@@ -156,3 +156,11 @@ def test_user_mistake_is_one_line_and_exit_code_2(case, tiny_bert_dir, data, tmp
     assert len(error_lines) == 1, stderr
     assert "Traceback" not in stderr
     assert re.search(expected, error_lines[0]), error_lines[0]
+
+
+def test_a_refused_run_leaves_nothing_behind_so_the_fixed_command_runs(tiny_bert_dir, data, tmp_path):
+    out = tmp_path / "run"
+    assert main(finetune_args(tiny_bert_dir, data, out, "--freeze", "9")) == 2
+    assert not out.exists()
+    assert main(finetune_args(tiny_bert_dir, data, out, "--freeze", "1")) == 0
+    assert (out / "metrics.json").is_file()

@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import random
 import resource
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,6 @@ from telly.models.layers import find_backbone
 from telly.models.load import resolve_model_name
 from telly.tasks import get_task
 
-RUN_FILES = ("config.json", "metrics.json", "log.txt", "best")
 BEST_CHECKPOINT = Path("best") / "model.safetensors"
 MAX_GRAD_NORM = 1.0
 
@@ -38,9 +38,23 @@ log = logging.getLogger("telly")
 
 def finetune(config: FinetuneConfig) -> dict:
     """Fine-tune `config.model` on `config.task`; write `config.out`; return the metrics dict."""
-    out = prepare_run_folder(Path(config.out), overwrite=config.overwrite)
-    with run_log(out / "log.txt"):
-        return _finetune(config, out)
+    out = Path(config.out)
+    existed, was_empty = out.exists(), not out.is_dir() or not any(out.iterdir())
+    prepare_run_folder(out, overwrite=config.overwrite)
+    try:
+        with run_log(out / "log.txt"):
+            return _finetune(config, out)
+    except UserError:
+        # A new run refused at its inputs leaves nothing behind, so the corrected command just works.
+        if was_empty:
+            for path in out.iterdir():
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            if not existed:
+                out.rmdir()
+        raise
 
 
 def _finetune(config: FinetuneConfig, out: Path) -> dict:
@@ -134,7 +148,7 @@ def evaluate_test(task, model, valid, test, description: str) -> dict[str, float
     return evaluate(task, model, test, f"{description} test", valid_metrics)
 
 
-def prepare_run_folder(out: Path, *, overwrite: bool) -> Path:
+def prepare_run_folder(out: Path, *, overwrite: bool) -> None:
     """Refuse to mix a new run with an old one's results unless asked to overwrite them."""
     if out.exists() and not out.is_dir():
         raise UserError(f"run folder {out} exists and is not a folder")
@@ -144,7 +158,6 @@ def prepare_run_folder(out: Path, *, overwrite: bool) -> Path:
         (out / BEST_CHECKPOINT.parent).mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot create run folder {out}: {error.strerror}") from None
-    return out
 
 
 @contextmanager

@@ -56,6 +56,7 @@ def test_metrics_json_holds_what_the_issue_lists(run, email_corpus):
     assert metrics["best_epoch"] in (1, 2) and len(metrics["epoch_seconds"]) == 2
     assert metrics["seconds_per_epoch"] == pytest.approx(np.mean(metrics["epoch_seconds"]))
     assert metrics["peak_rss_mb"] > 100
+    assert metrics["activation_cache"] is True  # K=1 on a BERT encoder: cached by default
     test_lines = (email_corpus / "test.jsonl").read_text().splitlines()
     assert metrics["examples"]["test"] == len(test_lines)
     config = json.loads((out / "config.json").read_text())
@@ -92,6 +93,11 @@ def test_test_and_zero_shot_mrr_match_an_independent_computation(run, tiny_bert_
     assert metrics["test"]["mrr"] == pytest.approx(independent_mrr(finetuned.eval(), tokenizer, email_corpus), abs=1e-6)
     # Training moved the model: the fine-tuned ranking differs from the zero-shot one.
     assert metrics["test"]["mrr"] != metrics["zero_shot_test"]["mrr"]
+
+
+def test_no_cache_runs_the_frozen_layers_every_step(tiny_bert_dir, email_corpus, tmp_path):
+    metrics = run_finetune(tiny_bert_dir, email_corpus, tmp_path / "plain", extra=["--no-cache"])
+    assert metrics["activation_cache"] is False
 
 
 def test_same_seed_gives_the_same_metrics(run, tiny_bert_dir, email_corpus, tmp_path):

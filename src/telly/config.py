@@ -34,6 +34,7 @@ class FinetuneConfig:
     beam_size: int = option(4, "beam size for summarization and generation (completion is greedy)")
     decoder_layers: int = option(6, "layers of the new Transformer decoder put on an encoder-only model")
     freeze_decoder: bool = option(False, "also freeze the pre-trained decoder blocks (T5/CodeT5)")
+    no_cache: bool = option(False, "run the frozen layers every step instead of caching their output once")
     max_train_examples: int | None = option(None, "use only the first N training examples (after shuffling by seed)")
     max_eval_examples: int | None = option(None, "use only the first N valid/test examples")
     seed: int = option(42, "random seed (same seed, same metrics)")

@@ -12,7 +12,7 @@ import random
 import resource
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from transformers import get_linear_schedule_with_warmup
 from telly.config import FinetuneConfig
 from telly.errors import UserError
 from telly.files import write_json
+from telly.models.cache import FrozenPrefixCache, cache_supported
 from telly.models.freeze import freeze, param_report
 from telly.models.layers import find_backbone
 from telly.models.load import resolve_model_name
@@ -86,6 +87,9 @@ def _finetune(config: FinetuneConfig, out: Path) -> dict:
     total_steps = config.epochs * len(loader)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total_steps), total_steps)
 
+    cache = prefix_cache(task, model, config)
+    fill_loader = DataLoader(train, batch_size=config.batch_size, collate_fn=task.collate)
+
     zero_shot = None if model.has_new_parts else evaluate_test(task, model, valid, test, "zero-shot")
     log.info("zero-shot test: %s", format_metrics(zero_shot) if zero_shot else "skipped (newly initialised parts)")
 
@@ -93,14 +97,19 @@ def _finetune(config: FinetuneConfig, out: Path) -> dict:
     for epoch in range(1, config.epochs + 1):
         model.train()
         started, losses = time.perf_counter(), []
-        for batch in tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=None):
-            loss = task.loss(model, batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+        if cache is not None and epoch == 1:  # counted in the first epoch's time
+            batches = tqdm(fill_loader, desc="caching frozen layers", leave=False, disable=None)
+            cache.fill(model, lambda: [task.loss(model, batch) for batch in batches])
+            log.info("activation cache: %d sequences after %.1f s", len(cache), time.perf_counter() - started)
+        with cache.replaying() if cache is not None else nullcontext():
+            for batch in tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=None):
+                loss = task.loss(model, batch)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
         seconds = time.perf_counter() - started
 
         scores = evaluate(task, model, valid, f"valid {epoch}")
@@ -130,10 +139,21 @@ def _finetune(config: FinetuneConfig, out: Path) -> dict:
         "steps": total_steps,
         "examples": {"train": len(train), "valid": len(valid), "test": len(test)},
         "history": history,
+        "activation_cache": cache is not None,
         "peak_rss_mb": peak_rss_mb(),
     }
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def prefix_cache(task, model, config: FinetuneConfig) -> FrozenPrefixCache | None:
+    """The activation cache when it applies: something frozen, the task and the model support it."""
+    if config.freeze < 0 or config.no_cache:
+        return None
+    if not (task.caches_prefix and cache_supported(model)):
+        log.info("activation cache: not available for this task and model; frozen layers run every step")
+        return None
+    return FrozenPrefixCache(model, config.freeze, task.tokenizer.pad_token_id)
 
 
 @torch.no_grad()

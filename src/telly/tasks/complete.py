@@ -66,6 +66,8 @@ class CodeCompletionTask(Task):
     selection_metric = "exact_match"
     # Makes BERT/RoBERTa attend causally; decoder-only models are causal already.
     pretrained_overrides = {"is_decoder": True}
+    # Rows are padded with 0, not always the tokenizer's pad token (RoBERTa's is 1).
+    caches_prefix = False
 
     def pretrained_class(self, model_config: PretrainedConfig) -> type:
         if model_config.is_encoder_decoder:

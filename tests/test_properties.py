@@ -172,7 +172,9 @@ def test_sbt_brackets_nest_and_close_with_their_label(stdlib_functions):
         assert not {"Load", "Store", "Del"} & set(tokens)
 
 
-@pytest.mark.parametrize("code", ["x = 1\n", "def f():\n    pass\ndef g():\n    pass\n", "class C:\n    pass\n"])
+@pytest.mark.parametrize(
+    "code", ["x = 1\n", "def f():\n    pass\ndef g():\n    pass\n", "class C:\n    pass\n"]
+)
 def test_sbt_and_complexity_want_one_function(code):
     with pytest.raises(ValueError, match="exactly one function"):
         sbt(code)
@@ -222,12 +224,19 @@ def _expected_gap_to_mccabe(code: str) -> int:
             gap += bool(node.orelse)
         elif isinstance(node, ast.Try):
             gap += bool(node.orelse) - 1
+        elif isinstance(node, _TRY_STAR):  # mccabe sees a plain statement
+            gap += len(node.handlers) + bool(node.orelse)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             gap -= 1
     return gap
 
 
-_STATEMENTS_MCCABE_COUNTS = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, ast.FunctionDef, ast.AsyncFunctionDef)
+_TRY_STAR = (ast.TryStar,) if hasattr(ast, "TryStar") else ()  # Python 3.11+
+
+
+_STATEMENTS_MCCABE_COUNTS = (
+    ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, ast.FunctionDef, ast.AsyncFunctionDef
+)
 
 
 def _in_mccabe_blind_spot(code: str) -> bool:
@@ -239,7 +248,7 @@ def _in_mccabe_blind_spot(code: str) -> bool:
     for node in _function_body_nodes(code):
         if isinstance(node, ast.Try):
             hidden_blocks.extend(node.finalbody)
-        elif isinstance(node, (ast.Match, ast.TryStar)):
+        elif isinstance(node, (ast.Match, *_TRY_STAR)):
             hidden_blocks.append(node)
     return any(
         isinstance(inner, _STATEMENTS_MCCABE_COUNTS)
@@ -404,3 +413,21 @@ def test_complexity_class(value, expected):
 def test_complexity_class_rejects_values_below_one():
     with pytest.raises(ValueError):
         complexity_class(0)
+
+
+@pytest.mark.skipif(not hasattr(ast, "TryStar"), reason="except* is Python 3.11+")
+def test_complexity_of_try_star():
+    code = _code(
+        """
+        def f(x):
+            try:
+                x()
+            except* ValueError:                    # +1
+                pass
+            except* TypeError:                     # +1
+                pass
+        """
+    )
+    assert cyclomatic_complexity(code) == 3
+    assert _mccabe_complexity(code) == 1
+    assert _expected_gap_to_mccabe(code) == 2

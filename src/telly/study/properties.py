@@ -117,7 +117,9 @@ def sbt(code: str) -> list[str]:
 
 def _sbt(node: ast.AST) -> list[str]:
     label = _sbt_label(node)
-    children = [child for child in ast.iter_child_nodes(node) if not isinstance(child, ast.expr_context)]
+    children = [
+        child for child in ast.iter_child_nodes(node) if not isinstance(child, ast.expr_context)
+    ]
     return ["(", label, *(token for child in children for token in _sbt(child)), ")", label]
 
 
@@ -148,7 +150,8 @@ def cyclomatic_complexity(code: str) -> int:
     Decorators and default values are outside the body and not counted.
     """
     function = _single_function(code)
-    return 1 + sum(_decision_points(node) for statement in function.body for node in ast.walk(statement))
+    body_nodes = (node for statement in function.body for node in ast.walk(statement))
+    return 1 + sum(_decision_points(node) for node in body_nodes)
 
 
 def _decision_points(node: ast.AST) -> int:

@@ -120,6 +120,11 @@ CASES = {
                          task_args("code-completion", save_tiny_t5(d / "t5", m), d / "lines", o))[1],
         r"code-completion runs decoder-only .* not the encoder-decoder t5",
     ),
+    "unknown method": (lambda m, d, o: finetune_args(m, d, o, "--method", "adapters"), r"--method must be one of telly, lora"),
+    "LoRA with --freeze": (
+        lambda m, d, o: finetune_args(m, d, o, "--method", "lora", "--freeze", "2"),
+        r"--freeze and --freeze-decoder belong to --method telly",
+    ),
     "freeze decoder of a model without one": (
         lambda m, d, o: task_args("code-summarization", m, d, o) + ["--freeze-decoder"],
         r"--freeze-decoder: this bert-like model has no pre-trained decoder",

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from telly.errors import UserError
 
 
+METHODS = ("telly", "lora")
+
+
 def option(default, help: str, **extra):
     return field(default=default, metadata={"help": help, **extra})
 
@@ -33,6 +36,10 @@ class FinetuneConfig:
     max_target_len: int = option(64, "max generated tokens (summarization, generation, completion)")
     beam_size: int = option(4, "beam size for summarization and generation (completion is greedy)")
     decoder_layers: int = option(6, "layers of the new Transformer decoder put on an encoder-only model")
+    method: str = option("telly", "telly (freeze embeddings + bottom K blocks) or lora (PEFT adapters)")
+    lora_rank: int = option(8, "LoRA rank (--method lora)")
+    lora_alpha: int = option(16, "LoRA alpha (--method lora)")
+    lora_targets: str = option("", "comma-separated module names LoRA adapts (default: the attention projections)")
     freeze_decoder: bool = option(False, "also freeze the pre-trained decoder blocks (T5/CodeT5)")
     no_cache: bool = option(False, "run the frozen layers every step instead of caching their output once")
     max_train_examples: int | None = option(None, "use only the first N training examples (after shuffling by seed)")
@@ -51,6 +58,12 @@ class FinetuneConfig:
         for name in ("max_train_examples", "max_eval_examples"):
             if getattr(self, name) is not None:
                 _require_positive(name, getattr(self, name))
+        if self.method not in METHODS:
+            raise UserError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.method == "lora" and (self.freeze != -1 or self.freeze_decoder):
+            raise UserError("--freeze and --freeze-decoder belong to --method telly; LoRA freezes all pre-trained weights")
+        _require_positive("lora_rank", self.lora_rank)
+        _require_positive("lora_alpha", self.lora_alpha)
         if not self.lr > 0:
             raise UserError(f"--lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:

@@ -27,16 +27,16 @@ def comparison_table(runs: list[dict]) -> str:
         raise UserError(f"runs of different tasks cannot share a table: {', '.join(sorted(tasks))}")
     metric_names = list(runs[0]["test"])
     selection = runs[0]["selection_metric"]
-    full = next((run for run in runs if run["freeze"] == -1), None)
+    full = next((run for run in runs if variant(run) == "full"), None)
 
-    header = ["run", "K", f"zero-shot {selection}", *metric_names, "trainable / total params", "s/epoch", "speedup vs full"]
+    header = ["run", "variant", f"zero-shot {selection}", *metric_names, "trainable / total params", "s/epoch", "speedup vs full"]
     rows = [header, ["---"] * len(header)]
     for run in runs:
         params = run["params"]
         speedup = f"{full['seconds_per_epoch'] / run['seconds_per_epoch']:.2f}x" if full else "n/a"
         rows.append([
             run["name"],
-            "full" if run["freeze"] == -1 else str(run["freeze"]),
+            variant(run),
             f"{run['zero_shot_test'][selection]:.4f}" if run["zero_shot_test"] else "n/a",
             *(f"{run['test'][name]:.4f}" for name in metric_names),
             f"{params['trainable'] / 1e6:.2f}M / {params['total'] / 1e6:.2f}M ({params['percent_trainable']:.1f}%)",
@@ -44,3 +44,10 @@ def comparison_table(runs: list[dict]) -> str:
             speedup,
         ])
     return "\n".join("| " + " | ".join(row) + " |" for row in rows) + "\n"
+
+
+def variant(run: dict) -> str:
+    """"full", "K=3" or "LoRA" — what was trained."""
+    if run.get("method") == "lora":
+        return "LoRA"
+    return "full" if run["freeze"] == -1 else f"K={run['freeze']}"

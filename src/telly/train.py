@@ -28,6 +28,7 @@ from telly.files import write_json
 from telly.models.cache import FrozenPrefixCache, cache_supported
 from telly.models.freeze import freeze, param_report
 from telly.models.layers import find_backbone
+from telly.models.lora import apply_lora
 from telly.models.load import resolve_model_name
 from telly.tasks import get_task
 
@@ -69,11 +70,17 @@ def _finetune(config: FinetuneConfig, out: Path) -> dict:
     valid, test = valid[: config.max_eval_examples], test[: config.max_eval_examples]
     log.info("data: %d train / %d valid / %d test examples from %s", len(train), len(valid), len(test), config.data)
 
-    model = task.build_model(task.load_pretrained())
+    pretrained = task.load_pretrained()
+    model = task.build_model(pretrained)
     num_layers = find_backbone(model).num_layers
-    freeze(model, config.freeze, freeze_decoder=config.freeze_decoder)
+    if config.method == "lora":
+        targets = tuple(name for name in config.lora_targets.split(",") if name)
+        apply_lora(model, pretrained, config.lora_rank, config.lora_alpha, targets)
+    else:
+        freeze(model, config.freeze, freeze_decoder=config.freeze_decoder)
     params = param_report(model, model.components())
-    log.info("model: %s, %d layers, K=%d; %s", config.model, num_layers, config.freeze, params)
+    variant = f"LoRA r={config.lora_rank}" if config.method == "lora" else f"K={config.freeze}"
+    log.info("model: %s, %d layers, %s; %s", config.model, num_layers, variant, params)
 
     loader = DataLoader(
         train,
@@ -127,6 +134,7 @@ def _finetune(config: FinetuneConfig, out: Path) -> dict:
     metrics = {
         "task": config.task,
         "model": config.model,
+        "method": config.method,
         "freeze": config.freeze,
         "num_layers": num_layers,
         "test": test_scores,

@@ -21,16 +21,17 @@ class Layout:
     embeddings: tuple[str, ...]  # attribute paths of the embedding modules
     blocks: str  # attribute path of the nn.ModuleList of (encoder) blocks, bottom first
     decoder: str | None = None  # attribute path of a pre-trained decoder, if the family has one
+    lora_targets: tuple[str, ...] = ()  # attention projections LoRA adapts by default
 
 
 # Order matters: the first match wins.
 KNOWN_LAYOUTS = (
     # BERT, RoBERTa (CodeBERT, GraphCodeBERT, UniXcoder), ELECTRA, XLM-R, ...
-    Layout("bert-like", ("embeddings",), "encoder.layer"),
+    Layout("bert-like", ("embeddings",), "encoder.layer", lora_targets=("query", "value")),
     # T5 / CodeT5 (encoder-decoder or encoder-only): K counts encoder blocks.
-    Layout("t5", ("shared", "encoder.embed_tokens"), "encoder.block", decoder="decoder"),
+    Layout("t5", ("shared", "encoder.embed_tokens"), "encoder.block", decoder="decoder", lora_targets=("q", "v")),
     # GPT-2 / CodeGPT
-    Layout("gpt2", ("wte", "wpe"), "h"),
+    Layout("gpt2", ("wte", "wpe"), "h", lora_targets=("c_attn",)),
 )
 
 
@@ -42,6 +43,7 @@ class Backbone:
     embeddings: tuple[nn.Module, ...]
     blocks: nn.ModuleList
     decoder: nn.Module | None
+    lora_targets: tuple[str, ...]
 
     @property
     def num_layers(self) -> int:
@@ -56,7 +58,7 @@ def find_backbone(model: nn.Module) -> Backbone:
             embeddings = [_get_path(module, path) for path in layout.embeddings]
             if isinstance(blocks, nn.ModuleList) and all(isinstance(e, nn.Module) for e in embeddings):
                 decoder = _get_path(module, layout.decoder) if layout.decoder else None
-                return Backbone(layout.family, tuple(embeddings), blocks, decoder)
+                return Backbone(layout.family, tuple(embeddings), blocks, decoder, layout.lora_targets)
     known = ", ".join(layout.family for layout in KNOWN_LAYOUTS)
     raise UserError(
         f"unsupported architecture {type(model).__name__}: cannot find its embeddings and "

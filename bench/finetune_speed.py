@@ -45,19 +45,22 @@ def main() -> None:
         print(BUILDERS[args.task](default_sources(), data))
     layers = find_backbone(load_pretrained(args.model)[0]).num_layers
     ks = [0, layers // 2, layers - 1]
-    variants = [(-1, False)] + [(k, False) for k in ks] + ([] if args.no_cache else [(k, True) for k in ks])
+    # (method, K, cached)
+    variants = [("telly", -1, False)] + [("telly", k, False) for k in ks]
+    variants += [] if args.no_cache else [("telly", k, True) for k in ks]
+    variants += [("lora", -1, False)]
 
     results = []
-    for k, cached in variants:
+    for method, k, cached in variants:
         config = FinetuneConfig(
-            task=args.task, data=str(data), out=str(work / f"k{k}-{'cache' if cached else 'plain'}"),
-            model=args.model, freeze=k, epochs=2, batch_size=args.batch_size, max_code_len=args.max_code_len,
-            max_train_examples=args.max_train_examples, max_eval_examples=EVAL_EXAMPLES, beam_size=1,
-            no_cache=not cached,
+            task=args.task, data=str(data), out=str(work / f"{method}-k{k}-{'cache' if cached else 'plain'}"),
+            model=args.model, method=method, freeze=k, epochs=2, batch_size=args.batch_size,
+            max_code_len=args.max_code_len, max_train_examples=args.max_train_examples,
+            max_eval_examples=EVAL_EXAMPLES, beam_size=1, no_cache=not cached,
         )
         metrics = finetune(config)
         first, later = metrics["epoch_seconds"]
-        results.append({"freeze": k, "cached": metrics["activation_cache"], "first_epoch_seconds": first,
+        results.append({"method": method, "freeze": k, "cached": metrics["activation_cache"], "first_epoch_seconds": first,
                         "later_epoch_seconds": later, "steps_per_epoch": metrics["steps"] // 2,
                         "percent_trainable": metrics["params"]["percent_trainable"]})
 
@@ -67,8 +70,11 @@ def main() -> None:
     print("| variant | trainable | s/epoch (1st) | s/epoch (2nd) | speedup vs full (2nd) | ideal L/(L-K) |")
     print("|---|---|---|---|---|---|")
     for r in results:
-        name = "full (K=-1)" if r["freeze"] == -1 else f"Telly-{r['freeze']}" + (" + cache" if r["cached"] else "")
-        ideal = f"{layers / (layers - r['freeze']):.2f}x" if r["freeze"] >= 0 else "1.00x"
+        if r["method"] == "lora":
+            name, ideal = "LoRA (r=8)", "n/a"
+        else:
+            name = "full (K=-1)" if r["freeze"] == -1 else f"Telly-{r['freeze']}" + (" + cache" if r["cached"] else "")
+            ideal = f"{layers / (layers - r['freeze']):.2f}x" if r["freeze"] >= 0 else "1.00x"
         print(f"| {name} | {r['percent_trainable']:.1f}% | {r['first_epoch_seconds']:.1f} | "
               f"{r['later_epoch_seconds']:.1f} | {full / r['later_epoch_seconds']:.2f}x | {ideal} |")
     if args.out:

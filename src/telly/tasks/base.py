@@ -19,6 +19,16 @@ from telly.config import FinetuneConfig
 from telly.models.layers import max_positions
 from telly.models.load import load_pretrained
 
+#: Label of a position that is not scored (PyTorch's cross-entropy default).
+IGNORE_INDEX = -100
+
+
+def pad_with_ignore(rows: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Token-id rows right-padded to the longest with IGNORE_INDEX, as one tensor."""
+    width = max(len(row) for row in rows)
+    return torch.tensor([list(row) + [IGNORE_INDEX] * (width - len(row)) for row in rows])
+
+
 class TaskModel(nn.Module):
     """What a task trains: the pre-trained model plus the task's head or decoder."""
 

@@ -24,10 +24,9 @@ from telly.data.formats import read_line_completion
 from telly.errors import UserError
 from telly.metrics import edit_similarity, exact_match
 from telly.models.layers import find_backbone, position_offset
-from telly.tasks.base import Task, TaskModel
+from telly.tasks.base import IGNORE_INDEX, Task, TaskModel, pad_with_ignore
 from telly.tasks.decoding import beam_search
 
-IGNORE_INDEX = -100
 _MARKER = re.compile(r"\s*<EOL>\s?")
 
 
@@ -124,8 +123,7 @@ class CodeCompletionTask(Task):
         contexts = self._context_ids([e.context for e in examples])
         lines = self.tokenizer([e.line for e in examples], add_special_tokens=False, verbose=False)["input_ids"]
         rows = [c + l[: self.line_budget - len(self.line_end)] + self.line_end for c, l in zip(contexts, lines)]
-        width = max(len(row) for row in rows)
-        ids = torch.tensor([row + [IGNORE_INDEX] * (width - len(row)) for row in rows])
+        ids = pad_with_ignore(rows)
         return {"input_ids": ids.clamp(min=0), "attention_mask": (ids != IGNORE_INDEX).long(), "labels": ids}
 
     def loss(self, model: CausalLanguageModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -22,10 +22,8 @@ from transformers import AutoModel, AutoModelForSeq2SeqLM, PretrainedConfig
 
 from telly.errors import UserError
 from telly.models.layers import find_backbone
-from telly.tasks.base import Task, TaskModel
+from telly.tasks.base import IGNORE_INDEX, Task, TaskModel, pad_with_ignore
 from telly.tasks.decoding import beam_search
-
-IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)
@@ -137,8 +135,7 @@ class Seq2SeqTask(Task):
         """start + target tokens + end, right-padded with IGNORE_INDEX."""
         bodies = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
         rows = [[self.start_id, *body[: self.max_target_len - 2], self.end_id] for body in bodies]
-        width = max(len(row) for row in rows)
-        return torch.tensor([row + [IGNORE_INDEX] * (width - len(row)) for row in rows])
+        return pad_with_ignore(rows)
 
     def loss(self, model: TaskModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         target = batch["target_ids"]

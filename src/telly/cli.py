@@ -11,6 +11,8 @@ from pathlib import Path
 
 from telly.config import FinetuneConfig
 from telly.errors import UserError
+from telly.models.load import resolve_model_name
+from telly.study.probe import PROPERTIES
 
 USER_ERROR_EXIT = 2
 
@@ -28,13 +30,14 @@ def add_config_options(parser: argparse.ArgumentParser, config_class) -> None:
         kind = hints[field.name]
         if isinstance(kind, types.UnionType):  # `int | None`
             kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+        parse = field.metadata.get("parse", kind)
         help_text = field.metadata["help"]
         if kind is bool:
             parser.add_argument(flag, action="store_true", help=help_text)
         else:
             default = "" if field.metadata.get("required") else f" (default: {field.default})"
             parser.add_argument(
-                flag, type=kind, default=field.default, required=field.metadata.get("required", False),
+                flag, type=parse, default=field.default, required=field.metadata.get("required", False),
                 metavar=kind.__name__.upper(), help=help_text + default,
             )
 
@@ -43,7 +46,7 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sources", nargs="*", type=Path, help="source folders or files (default: this Python's standard library)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split by file (default: 0)")
-    parser.set_defaults(run=run_data_build)
+    parser.set_defaults(handler=run_data_build)
 
 
 def build_parser() -> Parser:
@@ -63,13 +66,137 @@ def build_parser() -> Parser:
 
     finetune = commands.add_parser("finetune", help="fine-tune a model on a task (Telly-K with --freeze K)")
     add_config_options(finetune, FinetuneConfig)
-    finetune.set_defaults(run=run_finetune)
+    finetune.set_defaults(handler=run_finetune)
+
+    probe = commands.add_parser("probe", help="which code properties each layer encodes (lexical, syntactic, structural, semantic)")
+    probe.add_argument("--model", help="hub id, local model folder or 'default' (default: the run's model with --run, else 'default')")
+    probe.add_argument("--run", type=Path, help="probe the fine-tuned model of this finished run instead of the pre-trained one")
+    probe.add_argument("--control", action="store_true", help="probe a randomly initialised model of the same architecture")
+    probe.add_argument("--property", default="all", choices=[*PROPERTIES, "all"], help="the property to probe (default: all)")
+    probe.add_argument("--functions", type=int, default=2000, help="functions to probe with, 20%% of them held out for testing (default: 2000)")
+    probe.add_argument("--sources", type=Path, nargs="+", help="Python source folders or files (default: this Python's standard library)")
+    probe.add_argument("--max-length", type=int, default=256, help="max sub-word tokens per function (default: 256)")
+    add_study_options(probe, default_out=None)
+    probe.set_defaults(run_command=run_probe)
+
+    compare = commands.add_parser("compare", help="RSA and linear CKA per layer, pre-trained vs fine-tuned")
+    compare.add_argument("--run", type=Path, required=True, help="a finished run folder")
+    compare.add_argument("--model", help="the model the run started from (checked against the run's config)")
+    compare.add_argument("--inputs", type=int, default=1000, help="test inputs to compare on (default: 1000)")
+    compare.add_argument("--data", type=Path, help="the run's data folder, if it moved (default: as in the run's config)")
+    add_study_options(compare, default_out="RUN/compare")
+    compare.set_defaults(run_command=run_compare)
+
+    recommend = commands.add_parser("recommend", help="propose K from a brief fine-tuning (what --freeze auto uses)")
+    add_config_options(recommend, FinetuneConfig)
+    recommend.set_defaults(handler=run_recommend)
 
     report = commands.add_parser("report", help="compare finished runs side by side")
     report.add_argument("runs", nargs="+", type=Path, help="run folders")
     report.add_argument("--out", type=Path, help="also write the Markdown table to this file")
-    report.set_defaults(run=run_report)
+    report.set_defaults(handler=run_report)
     return parser
+
+
+def add_study_options(parser: argparse.ArgumentParser, default_out: str | None) -> None:
+    if default_out:
+        parser.add_argument("--out", type=Path, help=f"folder for the JSON, Markdown and PNG results (default: {default_out})")
+    else:
+        parser.add_argument("--out", type=Path, required=True, help="folder for the JSON, Markdown and PNG results")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="where representations are cached (default: ~/.cache/telly/features)")
+    parser.add_argument("--no-feature-cache", action="store_true", help="compute representations without reading or writing the cache")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow the model folder's own Python code to run")
+    parser.set_defaults(handler=run_study)
+
+
+def run_study(args: argparse.Namespace) -> None:
+    """Shared by probe and compare: check the output folder and the cache, then run the command."""
+    from telly.study.representations import FeatureCache, default_cache_dir
+
+    if args.out is not None:
+        check_output_folder(args.out)
+    cache = FeatureCache(None if args.no_feature_cache else args.cache_dir or default_cache_dir())
+    args.run_command(args, cache)
+
+
+def check_output_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path is a file, not a folder: {out}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create output folder {out}: {error.strerror}") from None
+
+
+def write_results(out: Path, name: str, report: dict, markdown: str, panels, title: str) -> None:
+    """`name`.json, `name`.md and `name`.png in `out`, and the Markdown on stdout."""
+    from telly.files import atomic_write_text, write_json
+    from telly.study.plots import plot_layers
+
+    try:
+        write_json(out / f"{name}.json", report)
+        atomic_write_text(out / f"{name}.md", markdown)
+        plot_layers(out / f"{name}.png", panels, title)
+    except OSError as error:
+        raise UserError(f"cannot write results to {out}: {error.strerror or error}") from None
+    print(markdown, end="")
+    print(f"wrote {out}/{name}.json, .md and .png")
+
+
+def run_probe(args: argparse.Namespace, cache) -> None:
+    from telly.data import default_sources
+    from telly.study.probe import probe_markdown, run_probe_study
+    from telly.study.probe_data import build_probe_set
+    from telly.study.representations import control_model, pretrained_model, read_run_config, run_models
+
+    if args.run and args.control:
+        raise UserError("--run and --control exclude each other: a control is a random model, not a trained one")
+    if args.max_length < 8:
+        raise UserError(f"--max-length must be at least 8, got {args.max_length}")
+    if args.run:
+        run_model = read_run_config(args.run).model
+        if args.model is not None and resolve_model_name(args.model) != resolve_model_name(run_model):
+            raise UserError(f"{args.run} fine-tuned {run_model!r}, not {args.model!r}")
+        model_name, model = run_model, run_models(args.run).finetuned
+    elif args.control:
+        model_name = args.model or "default"
+        model = control_model(model_name, args.seed, args.trust_remote_code)
+    else:
+        model_name = args.model or "default"
+        model = pretrained_model(model_name, args.trust_remote_code)
+    probe_set = build_probe_set(args.sources or default_sources(), args.functions, args.seed)
+    properties = PROPERTIES if args.property == "all" else (args.property,)
+    report = run_probe_study(model, model_name, probe_set, properties, max_length=args.max_length, seed=args.seed, cache=cache)
+    panels = [
+        ("probe score per layer", "score", {name: result["layers"] for name, result in report["properties"].items()}),
+        ("weighted-layer probe: layer weights", "weight", {name: result["weights"] for name, result in report["properties"].items()}),
+    ]
+    write_results(args.out, "probe", report, probe_markdown(report), panels, f"{model_name} ({model.description})")
+
+
+def run_compare(args: argparse.Namespace, cache) -> None:
+    from telly.study.compare import compare_markdown, compare_panels, compare_run
+
+    out = args.out or args.run / "compare"
+    check_output_folder(out)
+    report = compare_run(args.run, args.model, args.inputs, data=args.data, cache=cache)
+    write_results(out, "compare", report, compare_markdown(report), compare_panels(report), f"{report['run']} ({report['task']})")
+
+
+def run_recommend(args: argparse.Namespace) -> None:
+    from telly.study.recommend import recommend_k, recommendation_markdown
+
+    config = FinetuneConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(FinetuneConfig)})
+    out = Path(config.out)
+    check_output_folder(out)
+    recommendation = recommend_k(config, out)
+    panel = ("similarity to the pre-trained model", recommendation.measure.upper(), {
+        recommendation.measure.upper(): recommendation.similarities,
+        "threshold": [recommendation.threshold] * len(recommendation.similarities),
+    })
+    markdown = recommendation_markdown(recommendation, config.task, config.model)
+    write_results(out, "recommendation", recommendation.to_dict(), markdown, [panel], f"recommended K={recommendation.k}")
 
 
 def run_data_build(args: argparse.Namespace) -> None:
@@ -103,7 +230,7 @@ def run_report(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        args.run(args)
+        args.handler(args)
     except UserError as error:
         print(f"telly: error: {error}", file=sys.stderr)
         return USER_ERROR_EXIT

@@ -6,12 +6,25 @@ the options and the Python API cannot drift apart.
 
 from __future__ import annotations
 
+from argparse import ArgumentTypeError
 from dataclasses import dataclass, field
 
 from telly.errors import UserError
 
 
 METHODS = ("telly", "lora")
+AUTO = "auto"
+SIMILARITY_MEASURES = ("rsa", "cka")
+
+
+def parse_freeze(value: str) -> int | str:
+    """`--freeze`: an integer K, or "auto" (chosen by `telly.study.recommend`)."""
+    if value == AUTO:
+        return AUTO
+    try:
+        return int(value)
+    except ValueError:
+        raise ArgumentTypeError(f"expected an integer K or 'auto', got {value!r}") from None
 
 
 def option(default, help: str, **extra):
@@ -24,7 +37,10 @@ class FinetuneConfig:
     data: str = option(None, "dataset folder (train/valid/test files in the task's format)", required=True)
     out: str = option(None, "run folder to write (config.json, metrics.json, log.txt, best/)", required=True)
     model: str = option("default", "hub id, local model folder, or 'default' (packaged all-MiniLM-L6-v2)")
-    freeze: int = option(-1, "Telly-K: freeze embeddings + bottom K blocks; -1 = full fine-tuning")
+    freeze: int | str = option(
+        -1, "Telly-K: freeze embeddings + bottom K blocks; -1 = full fine-tuning; auto = choose K (see --auto-freeze-*)",
+        parse=parse_freeze,
+    )
     epochs: int = option(1, "training epochs")
     batch_size: int = option(32, "training batch size")
     eval_batch_size: int = option(64, "evaluation batch size")
@@ -44,6 +60,10 @@ class FinetuneConfig:
     no_cache: bool = option(False, "run the frozen layers every step instead of caching their output once")
     max_train_examples: int | None = option(None, "use only the first N training examples (after shuffling by seed)")
     max_eval_examples: int | None = option(None, "use only the first N valid/test examples")
+    auto_freeze_examples: int = option(256, "--freeze auto: training examples of the brief full fine-tuning")
+    auto_freeze_inputs: int = option(500, "--freeze auto: validation inputs whose representations are compared")
+    auto_freeze_threshold: float = option(0.9, "--freeze auto: freeze the layers whose similarity stays at least this")
+    auto_freeze_measure: str = option("rsa", "--freeze auto: similarity measure, rsa or cka")
     seed: int = option(42, "random seed (same seed, same metrics)")
     trust_remote_code: bool = option(False, "allow the model folder's own Python code to run")
     overwrite: bool = option(False, "write into a run folder that already has results")
@@ -60,6 +80,18 @@ class FinetuneConfig:
                 _require_positive(name, getattr(self, name))
         if self.method not in METHODS:
             raise UserError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if isinstance(self.freeze, str) and self.freeze != AUTO:
+            try:
+                self.freeze = parse_freeze(self.freeze)
+            except ArgumentTypeError as error:
+                raise UserError(f"--freeze: {error}") from None
+        _require_positive("auto_freeze_examples", self.auto_freeze_examples)
+        if self.auto_freeze_inputs < 3:
+            raise UserError(f"--auto-freeze-inputs must be at least 3, got {self.auto_freeze_inputs}")
+        if not -1 <= self.auto_freeze_threshold <= 1:
+            raise UserError(f"--auto-freeze-threshold must be in [-1, 1], got {self.auto_freeze_threshold}")
+        if self.auto_freeze_measure not in SIMILARITY_MEASURES:
+            raise UserError(f"--auto-freeze-measure must be one of {', '.join(SIMILARITY_MEASURES)}, got {self.auto_freeze_measure!r}")
         if self.method == "lora" and (self.freeze != -1 or self.freeze_decoder):
             raise UserError("--freeze and --freeze-decoder belong to --method telly; LoRA freezes all pre-trained weights")
         _require_positive("lora_rank", self.lora_rank)

@@ -1,6 +1,8 @@
 """Task metrics, as REFERENCE.md defines them. Plain functions over arrays and lists.
 
 - code search: MRR and recall@1/5/10 (`retrieval_metrics`);
+- retrieval of programs that do the same thing (POJ-104, the semantic probe): MAP
+  (`mean_average_precision`);
 - code summarization: CodeXGLUE's smoothed sentence BLEU-4 (`smoothed_bleu4`);
 - code generation: corpus BLEU-4 and exact match (`corpus_bleu4`, `exact_match`);
 - line-level completion: exact match and edit similarity (`exact_match`, `edit_similarity`);
@@ -50,6 +52,32 @@ def retrieval_metrics(scores: np.ndarray, gold: np.ndarray | None = None) -> dic
     for k in RECALL_CUTOFFS:
         metrics[f"r@{k}"] = float(np.mean(ranks <= k))
     return metrics
+
+
+def mean_average_precision(scores: np.ndarray, groups: Sequence[int] | np.ndarray) -> float:
+    """MAP of every item retrieving the others of its group, as CodeXGLUE scores POJ-104.
+
+    `scores` is an (N x N) similarity matrix; each item is a query over the N - 1 other items
+    (itself excluded), and the relevant ones share its group. Average precision of a query =
+    mean over its relevant items of (relevant items ranked at or above it) / (its rank); ties
+    count against the relevant item. A query whose group has no other member is skipped.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    groups = np.asarray(groups)
+    if scores.ndim != 2 or scores.shape[0] != scores.shape[1] or scores.shape[0] != len(groups):
+        raise ValueError(f"expected an N x N score matrix and N groups, got {scores.shape} and {len(groups)}")
+    precisions = []
+    for query in range(len(groups)):
+        others = np.arange(len(groups)) != query
+        row, relevant = scores[query, others], groups[others] == groups[query]
+        if not relevant.any():
+            continue
+        # Rank of each relevant item with ties against it: items scoring at least as high.
+        ranks = np.sort((row[None, :] >= row[relevant][:, None]).sum(axis=1))
+        precisions.append(np.mean(np.arange(1, len(ranks) + 1) / ranks))
+    if not precisions:
+        raise ValueError("no group has two or more items; MAP is undefined")
+    return float(np.mean(precisions))
 
 
 def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:

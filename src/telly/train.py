@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from telly.config import FinetuneConfig
+from telly.config import AUTO, FinetuneConfig
 from telly.errors import UserError
 from telly.files import write_json
 from telly.models.cache import FrozenPrefixCache, cache_supported
@@ -33,6 +33,7 @@ from telly.models.load import resolve_model_name
 from telly.tasks import get_task
 
 BEST_CHECKPOINT = Path("best") / "model.safetensors"
+AUTO_FREEZE_FOLDER = "auto-freeze"  # the brief run that chose K for --freeze auto
 MAX_GRAD_NORM = 1.0
 
 log = logging.getLogger("telly")
@@ -60,9 +61,16 @@ def finetune(config: FinetuneConfig) -> dict:
 
 
 def _finetune(config: FinetuneConfig, out: Path) -> dict:
-    seed_everything(config.seed)
     task_class = get_task(config.task)
     write_json(out / "config.json", {**dataclasses.asdict(config), "model_path": resolve_model_name(config.model)})
+    auto_freeze = None
+    if config.freeze == AUTO:
+        from telly.study.recommend import recommend_k
+
+        auto_freeze = recommend_k(config, out / AUTO_FREEZE_FOLDER)
+        log.info("--freeze auto: K=%d (%s; %.1f s)", auto_freeze.k, auto_freeze.reason, auto_freeze.seconds)
+        config = dataclasses.replace(config, freeze=auto_freeze.k)
+    seed_everything(config.seed)
 
     task = task_class(config)
     train, valid, test = (task.read_split(Path(config.data), split) for split in ("train", "valid", "test"))
@@ -136,6 +144,7 @@ def _finetune(config: FinetuneConfig, out: Path) -> dict:
         "model": config.model,
         "method": config.method,
         "freeze": config.freeze,
+        "freeze_auto": auto_freeze.to_dict() if auto_freeze else None,
         "num_layers": num_layers,
         "test": test_scores,
         "zero_shot_test": zero_shot,

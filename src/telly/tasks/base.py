@@ -13,11 +13,11 @@ from typing import ClassVar, Iterator, Sequence
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoModelForTextEncoding, PretrainedConfig
+from transformers import PretrainedConfig
 
 from telly.config import FinetuneConfig
 from telly.models.layers import max_positions
-from telly.models.load import load_pretrained
+from telly.models.load import encoder_class, load_pretrained
 
 #: Label of a position that is not scored (PyTorch's cross-entropy default).
 IGNORE_INDEX = -100
@@ -59,7 +59,7 @@ class Task(ABC):
 
     def pretrained_class(self, model_config: PretrainedConfig) -> type:
         """The Auto class to load; encoder tasks take T5's encoder alone."""
-        return AutoModelForTextEncoding if model_config.is_encoder_decoder else AutoModel
+        return encoder_class(model_config)
 
     def load_pretrained(self) -> nn.Module:
         """Load the pre-trained model (returned) and the tokenizer the task will use."""
@@ -96,6 +96,13 @@ class Task(ABC):
 
         `valid_metrics` are the metrics of the same model on the validation split, for tasks that
         choose something there (clone detection's threshold); None when evaluating valid itself.
+        """
+
+    @abstractmethod
+    def encoder_inputs(self, examples: Sequence) -> tuple[list[str], int]:
+        """The text the pre-trained model reads for each example, and its token limit.
+
+        The study compares a model's representations of these texts before and after fine-tuning.
         """
 
     # Shared helpers for subclasses.

@@ -62,6 +62,9 @@ class CloneDetectionTask(Task):
         data = read_bigclonebench(data_dir, split)
         return [ClonePair(data.functions[a], data.functions[b], label) for a, b, label in data.pairs]
 
+    def encoder_inputs(self, examples: Sequence[ClonePair]) -> tuple[list[str], int]:
+        return [e.first for e in examples], self.config.max_code_len
+
     def build_model(self, pretrained: nn.Module) -> PairClassifier:
         return PairClassifier(pretrained)
 

@@ -82,6 +82,9 @@ class CodeCompletionTask(Task):
             for r in read_line_completion(data_dir, split)
         ]
 
+    def encoder_inputs(self, examples: Sequence[CompletionExample]) -> tuple[list[str], int]:
+        return [e.context for e in examples], self.config.max_code_len
+
     def build_model(self, pretrained: nn.Module) -> CausalLanguageModel:
         # A GPT-2 LM head is the tied embedding matrix; a BERT LM head also has a transform layer
         # that sentence-embedding checkpoints do not ship, so zero-shot scores would mean little.

@@ -53,6 +53,9 @@ class CodeSearchTask(Task):
             for r in records
         ]
 
+    def encoder_inputs(self, examples: Sequence[SearchExample]) -> tuple[list[str], int]:
+        return [e.code for e in examples], self.config.max_code_len
+
     def build_model(self, pretrained: nn.Module) -> SentenceEncoder:
         return SentenceEncoder(pretrained)
 

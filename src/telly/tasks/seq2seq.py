@@ -102,6 +102,9 @@ class Seq2SeqTask(Task):
     def pretrained_class(self, model_config: PretrainedConfig) -> type:
         return AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModel
 
+    def encoder_inputs(self, examples: Sequence[Seq2SeqExample]) -> tuple[list[str], int]:
+        return [e.source for e in examples], getattr(self.config, self.max_source_field)
+
     def build_model(self, pretrained: nn.Module) -> TaskModel:
         if pretrained.config.is_encoder_decoder:
             model = PretrainedEncoderDecoder(pretrained)

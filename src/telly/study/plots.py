@@ -1,0 +1,34 @@
+"""PNG line plots of per-layer values (probe scores, layer weights, similarities), via matplotlib."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+from telly.files import atomic_open  # noqa: E402
+
+Panel = tuple[str, str, dict[str, list[float]]]  # (title, y-axis label, series name -> value per layer)
+
+
+def plot_layers(path: Path, panels: list[Panel], title: str) -> None:
+    """One panel per entry, side by side; x is the layer (0 = embedding output)."""
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for axis, (panel_title, ylabel, series) in zip(axes[0], panels):
+        for name, values in series.items():
+            axis.plot(range(len(values)), values, marker="o", label=name)
+        axis.set_title(panel_title)
+        axis.set_xlabel("layer (0 = embeddings)")
+        axis.set_ylabel(ylabel)
+        axis.set_xticks(range(max(len(values) for values in series.values())))
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    with atomic_open(path, "wb") as stream:
+        figure.savefig(stream, format="png", dpi=100)
+    plt.close(figure)

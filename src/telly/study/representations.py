@@ -1,0 +1,197 @@
+"""The models the study looks at, and their layer-by-layer representations.
+
+A `StudyModel` is the part of a model that reads the input — a pre-trained model, the same model
+after a fine-tuning run (`runs/NAME/best/model.safetensors`), or a randomly initialised control of
+the same architecture — with its tokenizer. `layer_features` runs it once over all inputs with
+every hidden state (layer 0 = the embeddings' output) and keeps what the study needs: each
+layer's mean-pooled vector per input and, optionally, the vectors at chosen token positions.
+`FeatureCache` stores those tensors as safetensors keyed by the weights and inputs they came
+from, so a second probe of the same model reads them instead of running the model again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from telly.config import FinetuneConfig
+from telly.errors import UserError
+from telly.files import atomic_open
+from telly.models.load import encoder_class, load_pretrained
+from telly.tasks.encoders import mean_pool
+from telly.train import BEST_CHECKPOINT
+
+if TYPE_CHECKING:
+    from telly.tasks.base import Task
+
+
+@dataclass
+class StudyModel:
+    encoder: nn.Module  # takes input_ids + attention_mask, returns all hidden states on request
+    tokenizer: PreTrainedTokenizerBase
+    description: str  # "pre-trained", "fine-tuned (runs/x)", "random init"
+
+
+def pretrained_model(model: str, trust_remote_code: bool = False) -> StudyModel:
+    encoder, tokenizer = load_pretrained(model, trust_remote_code=trust_remote_code, model_class=encoder_class)
+    return StudyModel(encoder.eval(), tokenizer, "pre-trained")
+
+
+def control_model(model: str, seed: int, trust_remote_code: bool = False) -> StudyModel:
+    """The same architecture and tokenizer with random weights (transformers' own initialisation)."""
+    pretrained = pretrained_model(model, trust_remote_code)
+    torch.manual_seed(seed)
+    encoder = type(pretrained.encoder)(pretrained.encoder.config)
+    return StudyModel(encoder.eval(), pretrained.tokenizer, "random init")
+
+
+def read_run_config(run: Path) -> FinetuneConfig:
+    """The configuration of a finished run folder (config.json, metrics.json and the best checkpoint)."""
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(f"no such run folder: {run}")
+    for needed in ("config.json", "metrics.json", BEST_CHECKPOINT):
+        if not (run / needed).is_file():
+            raise UserError(f"{run} is not a finished run (no {needed})")
+    try:
+        saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
+        known = {field.name for field in dataclasses.fields(FinetuneConfig)}
+        return FinetuneConfig(**{name: value for name, value in saved.items() if name in known})
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as error:
+        raise UserError(f"{run / 'config.json'} is not a run configuration: {error}") from None
+
+
+@dataclass
+class RunModels:
+    """A finished run's model before and after fine-tuning, and the task it was trained on."""
+
+    pretrained: StudyModel
+    finetuned: StudyModel
+    config: FinetuneConfig
+    task: "Task"
+
+
+def run_models(run: Path) -> RunModels:
+    """The run's pre-trained and fine-tuned models: the same class, loaded as the run loaded it."""
+    from telly.models.lora import apply_lora
+    from telly.tasks import get_task
+
+    config = read_run_config(run)
+    task = get_task(config.task)(config)
+    reference = _input_reader(task.load_pretrained())
+    tuned_pretrained = task.load_pretrained()
+    model = task.build_model(tuned_pretrained)
+    if config.method == "lora":
+        targets = tuple(name for name in config.lora_targets.split(",") if name)
+        apply_lora(model, tuned_pretrained, config.lora_rank, config.lora_alpha, targets)
+    try:
+        load_model(model, str(Path(run) / BEST_CHECKPOINT))
+    except (SafetensorError, RuntimeError, OSError) as error:
+        raise UserError(f"cannot load {Path(run) / BEST_CHECKPOINT}: {str(error).splitlines()[0]}") from None
+    tuned = _input_reader(tuned_pretrained)
+    return RunModels(
+        StudyModel(reference.eval(), task.tokenizer, "pre-trained"),
+        StudyModel(tuned.eval(), task.tokenizer, f"fine-tuned ({Path(run).name})"),
+        config,
+        task,
+    )
+
+
+def _input_reader(model: nn.Module) -> nn.Module:
+    return model.get_encoder() if model.config.is_encoder_decoder else model
+
+
+@torch.no_grad()
+def layer_features(
+    model: StudyModel,
+    sequences: Sequence[Sequence[int]],
+    positions: Sequence[Sequence[int]] | None = None,
+    batch_size: int = 32,
+    description: str = "representations",
+) -> dict[str, torch.Tensor]:
+    """Every layer's representations of `sequences` (token ids, no padding).
+
+    Returns "pooled": (N, L+1, D) float32, the mean over each sequence's tokens per layer; and, when
+    `positions` (token indices per sequence) are given, "tokens": (T, L+1, D) float16, the vectors
+    at those positions, sequence by sequence. Sequences are batched by length to pad little.
+    """
+    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    pooled: list[torch.Tensor | None] = [None] * len(sequences)
+    tokens: list[torch.Tensor | None] = [None] * len(sequences)
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc=description, leave=False, disable=None):
+        width = max(len(sequences[i]) for i in batch)
+        input_ids = torch.tensor([list(sequences[i]) + [pad_id] * (width - len(sequences[i])) for i in batch])
+        attention_mask = torch.tensor([[1] * len(sequences[i]) + [0] * (width - len(sequences[i])) for i in batch])
+        output = model.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        hidden = torch.stack(output.hidden_states, dim=1).float()  # (B, L+1, S, D)
+        mask = attention_mask[:, None, :].expand(-1, hidden.size(1), -1).reshape(-1, width)
+        batch_pooled = mean_pool(hidden.flatten(0, 1), mask).view(len(batch), hidden.size(1), -1)
+        for row, index in enumerate(batch):
+            pooled[index] = batch_pooled[row]
+            if positions is not None:
+                tokens[index] = hidden[row][:, list(positions[index])].transpose(0, 1).half()
+    features = {"pooled": torch.stack(pooled)}
+    if positions is not None:
+        features["tokens"] = torch.cat(tokens)
+    return features
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """sha256 over every parameter and buffer (names, shapes, dtypes and values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "telly" / "features"
+
+
+class FeatureCache:
+    """Tensors stored in `folder` as `<key>.safetensors`; the key hashes everything they came from.
+
+    With `folder=None` nothing is stored. A file that cannot be read is recomputed and replaced.
+    """
+
+    def __init__(self, folder: Path | None):
+        self.folder = Path(folder) if folder is not None else None
+
+    def get(self, key_parts: dict, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        if self.folder is None:
+            return compute()
+        key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:32]
+        path = self.folder / f"{key}.safetensors"
+        if path.is_file():
+            try:
+                return load_file(path)
+            except (SafetensorError, OSError):
+                pass  # a damaged file: compute again below and replace it
+        tensors = compute()
+        try:
+            with atomic_open(path, "wb") as stream:
+                stream.write(save({name: tensor.contiguous() for name, tensor in tensors.items()}))
+        except OSError as error:
+            raise UserError(f"cannot write the feature cache in {self.folder}: {error.strerror}") from None
+        return tensors
+
+
+def sequences_fingerprint(sequences: Sequence[Sequence[int]], positions: Sequence[Sequence[int]] | None) -> str:
+    return hashlib.sha256(json.dumps([list(map(list, sequences)), positions and list(map(list, positions))]).encode()).hexdigest()

@@ -1,0 +1,147 @@
+"""Probes on synthetic features (only one layer knows the answer), MAP, choose_k, and the probe data."""
+
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import average_precision_score
+
+from telly.metrics import mean_average_precision
+from telly.study.probe_data import REWRITES, build_probe_set
+from telly.study.probing import Classification, GroupRetrieval, Matching, ProbeData, probe_all_layers
+from telly.study.properties import complexity_class, cyclomatic_complexity, lexical_types, sbt
+from telly.study.recommend import choose_k
+
+LAYERS, WIDTH = 5, 16
+
+
+def layered_features(signal: torch.Tensor, informative_layer: int, seed: int) -> torch.Tensor:
+    """(N, LAYERS, WIDTH) noise, with `signal` (N, WIDTH) added at one layer only."""
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(len(signal), LAYERS, WIDTH, generator=generator)
+    features[:, informative_layer] += signal
+    return features
+
+
+def split(features, targets, train):
+    return ProbeData(features[:train], targets[:train], features[train:], targets[train:])
+
+
+@pytest.mark.parametrize("informative_layer", [1, 3])
+def test_classification_probe_finds_the_one_informative_layer(informative_layer):
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (600,), generator=generator)
+    centres = 3 * torch.randn(4, WIDTH, generator=generator)
+    features = layered_features(centres[labels], informative_layer, seed=1)
+    result = probe_all_layers(split(features, labels, 400), Classification(4), epochs=40)
+    assert result.best_layer == informative_layer
+    assert result.layers[informative_layer] > 0.9
+    assert max(s for layer, s in enumerate(result.layers) if layer != informative_layer) < 0.5
+    assert int(np.argmax(result.weights)) == informative_layer
+    assert sum(result.weights) == pytest.approx(1.0)
+    assert result.weighted > 0.9
+
+
+def test_matching_probe_finds_the_one_informative_layer():
+    generator = torch.Generator().manual_seed(0)
+    targets = F.normalize(torch.randn(300, 8, generator=generator), dim=-1)
+    mixing = torch.randn(8, WIDTH, generator=generator)
+    features = layered_features(5 * targets @ mixing, 2, seed=2)
+    result = probe_all_layers(split(features, targets, 200), Matching(8), epochs=60)
+    assert result.best_layer == 2 and int(np.argmax(result.weights)) == 2
+    assert result.layers[2] > 0.5 > max(result.layers[:2] + result.layers[3:])
+    assert result.baseline == pytest.approx(np.mean(1 / np.arange(1, 101)))
+
+
+def test_group_retrieval_probe_finds_the_one_informative_layer():
+    generator = torch.Generator().manual_seed(0)
+    groups = torch.arange(150).repeat_interleave(3)  # 150 groups of 3, as a function and 2 rewrites
+    centres = 3 * torch.randn(150, WIDTH, generator=generator)
+    features = layered_features(centres[groups], 4, seed=3)
+    result = probe_all_layers(split(features, groups, 300), GroupRetrieval(), epochs=20)
+    assert result.best_layer == 4 and int(np.argmax(result.weights)) == 4
+    assert result.layers[4] > 0.8 > max(result.layers[:4])
+    assert result.baseline == pytest.approx(2 / 149)
+
+
+def test_the_same_seed_gives_the_same_scores():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (200,), generator=generator)
+    features = layered_features(torch.randn(3, WIDTH, generator=generator)[labels], 0, seed=4)
+    first = probe_all_layers(split(features, labels, 150), Classification(3), seed=7, epochs=3)
+    again = probe_all_layers(split(features, labels, 150), Classification(3), seed=7, epochs=3)
+    assert first == again
+
+
+def test_classification_baseline_is_the_majority_class_share():
+    objective = Classification(3)
+    assert objective.baseline(torch.tensor([2, 2, 1]), torch.tensor([2, 0, 0, 2])) == 0.5
+
+
+def test_mean_average_precision_by_hand():
+    # Items 0, 1, 2 form group 7; item 3 is alone (skipped as a query).
+    scores = np.array([
+        [0, .9, .1, .5],  # 0: ranks 1 (relevant), 3, 2 -> relevant at ranks 1 and 3: (1/1 + 2/3) / 2
+        [.9, 0, .8, .1],  # 1: relevant at ranks 1 and 2: 1
+        [.1, .8, 0, .9],  # 2: ranks 3 (item 0), 2 (item 1), 1 (item 3): (1/2 + 2/3) / 2
+        [.5, .1, .9, 0],
+    ])
+    expected = np.mean([(1 + 2 / 3) / 2, 1.0, (1 / 2 + 2 / 3) / 2])
+    assert mean_average_precision(scores, [7, 7, 7, 3]) == pytest.approx(expected)
+
+
+def test_mean_average_precision_agrees_with_scikit_learn():
+    rng = np.random.default_rng(0)
+    scores = rng.random((40, 40))
+    groups = rng.integers(0, 8, 40)
+    expected = []
+    for query in range(40):
+        others = np.arange(40) != query
+        relevant = groups[others] == groups[query]
+        if relevant.any():
+            expected.append(average_precision_score(relevant, scores[query, others]))
+    assert mean_average_precision(scores, groups) == pytest.approx(np.mean(expected))
+
+
+def test_ties_count_against_the_relevant_item():
+    scores = np.ones((3, 3))
+    assert mean_average_precision(scores, [0, 0, 1]) == pytest.approx(0.5)  # rank 2 of 2, not 1
+
+
+@pytest.mark.parametrize(
+    "similarities, threshold, k",
+    [
+        ([0.99, 0.98, 0.95, 0.7, 0.3], 0.9, 2),  # layers 0..2 stay: freeze embeddings + 2 blocks
+        ([0.99, 0.5, 0.95, 0.97, 0.3], 0.9, 0),  # only the embedding output stays
+        ([0.8, 0.99, 0.99, 0.99, 0.3], 0.9, -1),  # even the embeddings moved: full fine-tuning
+        ([1.0, 1.0, 1.0, 1.0, 1.0], 0.9, 3),  # nothing moved: all but the top block (K = L - 1)
+    ],
+)
+def test_choose_k_freezes_the_layers_that_stayed_similar(similarities, threshold, k):
+    assert choose_k(similarities, threshold) == k
+
+
+@pytest.fixture(scope="module")
+def probe_set():
+    return build_probe_set([Path(sysconfig.get_paths()["stdlib"]) / "email"], functions=60, seed=0)
+
+
+def test_probe_set_labels_are_each_functions_own(probe_set):
+    assert len(probe_set.train) == 48 and len(probe_set.test) == 12
+    for function in probe_set.train + probe_set.test:
+        assert function.typed_tokens == tuple(lexical_types(function.code))
+        assert function.sbt == tuple(sbt(function.code))
+        assert function.complexity_class == complexity_class(cyclomatic_complexity(function.code))
+        assert len(set(function.rewrites)) == REWRITES and function.code not in function.rewrites
+        # A rewrite is the same function: the same complexity, and it parses to one function.
+        for rewrite in function.rewrites:
+            assert cyclomatic_complexity(rewrite) == cyclomatic_complexity(function.code)
+
+
+def test_probe_set_is_deterministic_and_keeps_train_and_test_apart(probe_set):
+    again = build_probe_set([Path(sysconfig.get_paths()["stdlib"]) / "email"], functions=60, seed=0)
+    assert again.train == probe_set.train and again.test == probe_set.test
+    assert not {f.code for f in probe_set.train} & {f.code for f in probe_set.test}

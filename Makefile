@@ -7,8 +7,16 @@ DEMO ?= runs/demo
 # The demo's budget: fits in about 10 minutes on 2 CPU cores (see README).
 DEMO_TRAIN ?= 1280
 DEMO_EVAL ?= 500
+# The study (docs/STUDY.md): any model; the budget below takes about an hour on 2 CPU cores.
+MODEL ?= default
+STUDY ?= runs/study
+STUDY_TASKS ?= code-search clone-detection code-summarization code-generation code-completion
+STUDY_TRAIN ?= 1280
+STUDY_EVAL ?= 200
+STUDY_FUNCTIONS ?= 2000
+STUDY_INPUTS ?= 1000
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo study test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +33,19 @@ demo: $(STAMP)
 	$(BIN)/telly finetune --task code-search --data $(DEMO)/data --out $(DEMO)/telly-3 --freeze 3 \
 		--max-train-examples $(DEMO_TRAIN) --max-eval-examples $(DEMO_EVAL) --overwrite
 	$(BIN)/telly report $(DEMO)/full $(DEMO)/telly-3 --out $(DEMO)/report.md
+
+# Probes of the pre-trained model, a random-init control and the code-search fine-tuned model;
+# full fine-tuning on every task and RSA/CKA per layer against the pre-trained model.
+study: $(STAMP)
+	for task in $(STUDY_TASKS); do \
+		$(BIN)/telly data build --task $$task --out $(STUDY)/data/$$task && \
+		$(BIN)/telly finetune --task $$task --model $(MODEL) --data $(STUDY)/data/$$task --out $(STUDY)/runs/$$task \
+			--max-train-examples $(STUDY_TRAIN) --max-eval-examples $(STUDY_EVAL) --overwrite || exit 1; \
+	done
+	$(BIN)/telly compare --run $(addprefix $(STUDY)/runs/,$(STUDY_TASKS)) --inputs $(STUDY_INPUTS) --out $(STUDY)/compare
+	$(BIN)/telly probe --model $(MODEL) --functions $(STUDY_FUNCTIONS) --out $(STUDY)/probe/pretrained
+	$(BIN)/telly probe --model $(MODEL) --functions $(STUDY_FUNCTIONS) --control --out $(STUDY)/probe/control
+	$(BIN)/telly probe --run $(STUDY)/runs/code-search --functions $(STUDY_FUNCTIONS) --out $(STUDY)/probe/code-search
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

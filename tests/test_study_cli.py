@@ -94,7 +94,7 @@ def independent_pooled_layers(model: BertModel, tokenizer, texts: list[str]) -> 
 
 def test_compare_finds_frozen_layers_unchanged_and_matches_an_independent_rsa(k1_run, tiny_bert_dir, email_corpus, tokenizer):
     assert main(["compare", "--run", str(k1_run), "--inputs", "30", "--no-feature-cache"]) == 0
-    report = json.loads((k1_run / "compare" / "compare.json").read_text())
+    [report] = json.loads((k1_run / "compare" / "compare.json").read_text())["comparisons"]
     assert [row["layer"] for row in report["layers"]] == list(range(TINY_LAYERS + 1))
     for row in report["layers"][:2]:  # embeddings and block 1 were frozen
         assert row["rsa"] == pytest.approx(1.0) and row["cka"] == pytest.approx(1.0)
@@ -113,6 +113,14 @@ def test_compare_finds_frozen_layers_unchanged_and_matches_an_independent_rsa(k1
 
     assert report["layers"][4]["rsa"] == pytest.approx(spearmanr(cosines(before), cosines(after)).statistic, abs=1e-5)
     assert (k1_run / "compare" / "compare.png").is_file() and "| 4 |" in (k1_run / "compare" / "compare.md").read_text()
+
+
+def test_compare_puts_several_runs_in_one_table(k1_run, tmp_path):
+    assert main(["compare", "--run", str(k1_run), str(k1_run), "--inputs", "10", "--out", str(tmp_path)]) == 0
+    first, second = json.loads((tmp_path / "compare.json").read_text())["comparisons"]
+    assert first == second and first["inputs"] == 10
+    markdown = (tmp_path / "compare.md").read_text()
+    assert markdown.count("| layer | code-search (k1) | code-search (k1) |") == 2  # RSA and CKA tables
 
 
 def test_compare_refuses_a_model_the_run_did_not_start_from(k1_run, tmp_path, capsys):

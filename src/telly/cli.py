@@ -80,11 +80,11 @@ def build_parser() -> Parser:
     probe.set_defaults(run_command=run_probe)
 
     compare = commands.add_parser("compare", help="RSA and linear CKA per layer, pre-trained vs fine-tuned")
-    compare.add_argument("--run", type=Path, required=True, help="a finished run folder")
+    compare.add_argument("--run", type=Path, nargs="+", required=True, help="finished run folders (one table column and plot line each)")
     compare.add_argument("--model", help="the model the run started from (checked against the run's config)")
     compare.add_argument("--inputs", type=int, default=1000, help="test inputs to compare on (default: 1000)")
     compare.add_argument("--data", type=Path, help="the run's data folder, if it moved (default: as in the run's config)")
-    add_study_options(compare, default_out="RUN/compare")
+    add_study_options(compare, default_out="RUN/compare for a single run")
     compare.set_defaults(run_command=run_compare)
 
     recommend = commands.add_parser("recommend", help="propose K from a brief fine-tuning (what --freeze auto uses)")
@@ -178,10 +178,15 @@ def run_probe(args: argparse.Namespace, cache) -> None:
 def run_compare(args: argparse.Namespace, cache) -> None:
     from telly.study.compare import compare_markdown, compare_panels, compare_run
 
-    out = args.out or args.run / "compare"
+    if args.out is None and len(args.run) > 1:
+        raise UserError("pass --out to compare several runs (one table and plot for all)")
+    if args.data is not None and len(args.run) > 1:
+        raise UserError("--data replaces one run's data folder; compare several runs without it")
+    out = args.out or args.run[0] / "compare"
     check_output_folder(out)
-    report = compare_run(args.run, args.model, args.inputs, data=args.data, cache=cache)
-    write_results(out, "compare", report, compare_markdown(report), compare_panels(report), f"{report['run']} ({report['task']})")
+    comparisons = [compare_run(run, args.model, args.inputs, data=args.data, cache=cache) for run in args.run]
+    write_results(out, "compare", {"comparisons": comparisons}, compare_markdown(comparisons),
+                  compare_panels(comparisons), "representational similarity per layer")
 
 
 def run_recommend(args: argparse.Namespace) -> None:

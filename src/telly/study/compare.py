@@ -85,19 +85,36 @@ def layer_similarities(before, after) -> list[dict[str, float]]:
     ]
 
 
-def compare_markdown(report: dict) -> str:
+MEASURE_TITLES = {"rsa": "RSA", "cka": "linear CKA"}
+
+
+def compare_markdown(comparisons: list[dict]) -> str:
+    """One table per measure: a row per layer, a column per run."""
+    models = sorted({report["model"] for report in comparisons})
     lines = [
-        f"# How fine-tuning changed each layer: {report['run']} ({report['task']}, {report['model']})",
+        f"# How fine-tuning changed each layer of {', '.join(models)}",
         "",
-        f"{report['inputs']:,} test inputs; layer 0 is the embedding output; 1 = unchanged.",
+        "Pre-trained vs fine-tuned representations of the same test inputs of each run's task; "
+        "layer 0 is the embedding output; 1 = unchanged.",
         "",
-        "| layer | RSA | linear CKA |",
-        "|---|---|---|",
-        *(f"| {row['layer']} | {row['rsa']:.4f} | {row['cka']:.4f} |" for row in report["layers"]),
+        *(f"- {_label(report)}: {report['run']}, {report['inputs']:,} inputs" for report in comparisons),
     ]
+    num_layers = max(len(report["layers"]) for report in comparisons)
+    for name, title in MEASURE_TITLES.items():
+        lines += ["", f"## {title}", "", "| layer | " + " | ".join(_label(r) for r in comparisons) + " |",
+                  "|---" * (len(comparisons) + 1) + "|"]
+        for layer in range(num_layers):
+            cells = [f"{r['layers'][layer][name]:.4f}" if layer < len(r["layers"]) else "" for r in comparisons]
+            lines.append(f"| {layer} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def compare_panels(report: dict) -> list:
-    series = {name.upper() if name == "rsa" else "linear CKA": [row[name] for row in report["layers"]] for name in MEASURES}
-    return [("pre-trained vs fine-tuned", "similarity", series)]
+def compare_panels(comparisons: list[dict]) -> list:
+    return [
+        (f"{title}: pre-trained vs fine-tuned", title, {_label(r): [row[name] for row in r["layers"]] for r in comparisons})
+        for name, title in MEASURE_TITLES.items()
+    ]
+
+
+def _label(report: dict) -> str:
+    return f"{report['task']} ({Path(report['run']).name})"

@@ -239,8 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"telly: error: {error}", file=sys.stderr)
         return USER_ERROR_EXIT
+    except OSError as error:
+        # Disk full, permissions, a vanished file: the environment, not a bug; say what and where.
+        where = f": {error.filename}" if error.filename else ""
+        print(f"telly: error: {error.strerror or error}{where}", file=sys.stderr)
+        return USER_ERROR_EXIT
     except KeyboardInterrupt:
-        print("telly: interrupted", file=sys.stderr)
+        print("telly: interrupted (telly finetune ... --resume continues a run from its last checkpoint)", file=sys.stderr)
         return 130
     return 0
 

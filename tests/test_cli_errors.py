@@ -94,7 +94,7 @@ CASES = {
     "data build into a file": (
         lambda m, d, o: ["data", "build", str(d), "--out", str(d / "train.jsonl")], r"output path is a file",
     ),
-    "report on a folder that is not a run": (lambda m, d, o: ["report", str(d)], r"is not a finished run"),
+    "report on a folder that is not a run": (lambda m, d, o: ["report", str(d)], r"is neither a finished run nor a sweep"),
     "empty summarization target": (
         lambda m, d, o: (set_field(d / "test.jsonl", 2, "docstring_tokens", []),
                          task_args("code-summarization", m, d, o))[1],

@@ -299,3 +299,17 @@ def test_a_giant_line_is_read_whole_and_truncated_by_the_tokenizer(data, tokeniz
     [first, *_] = task.read_split(data, "train")
     assert len(first.code) == len(" ".join(giant.split()))
     assert task.tokenize([first.code], 64)["input_ids"].shape == (1, 64)
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line(tiny_bert_dir, data, tmp_path, capsys, monkeypatch):
+    # Tests run as root here, where permissions do not stop a write; the refusal is simulated where it happens.
+    import pathlib
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", refuse)
+    capsys.readouterr()
+    assert main(finetune_args(tiny_bert_dir, data, tmp_path / "locked" / "run")) == 2
+    [error_line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("telly: error:")]
+    assert error_line.endswith("cannot create run folder " + str(tmp_path / "locked" / "run") + ": Permission denied")

@@ -33,7 +33,7 @@ demo: $(STAMP)
 		--max-train-examples $(DEMO_TRAIN) --max-eval-examples $(DEMO_EVAL) --overwrite
 	$(BIN)/telly finetune --task code-search --data $(DEMO)/data --out $(DEMO)/telly-3 --freeze 3 \
 		--max-train-examples $(DEMO_TRAIN) --max-eval-examples $(DEMO_EVAL) --overwrite
-	$(BIN)/telly report $(DEMO)/full $(DEMO)/telly-3 --out $(DEMO)/report.md
+	$(BIN)/telly report $(DEMO)/full $(DEMO)/telly-3 --out $(DEMO)/report
 
 # Probes of the pre-trained model, a random-init control and the code-search fine-tuned model;
 # full fine-tuning on every task and RSA/CKA per layer against the pre-trained model.

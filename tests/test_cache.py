@@ -58,3 +58,34 @@ def test_cached_training_gives_the_uncached_losses_step_by_step(k, tokenizer, em
     assert train_losses(task, cached, batches * 2, cache) == pytest.approx(expected, abs=1e-5)
     # The swaps are undone: the model is whole again.
     assert all(type(block).__name__ == "BertLayer" for block in cached.encoder.encoder.layer)
+
+
+def test_encoder_side_of_summarization_is_cached_exactly(tokenizer, email_corpus):
+    """The new decoder embeds its targets with the encoder's embedding module; only encoder calls replay."""
+    from telly.tasks.summarize import CodeSummarizationTask
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    encoder = BertModel(config)
+    task = CodeSummarizationTask(FinetuneConfig(task="code-summarization", data="-", out="-", max_code_len=64,
+                                                max_nl_len=16, decoder_layers=2))
+    task.tokenizer = tokenizer
+    data = task.read_split(email_corpus, "train")[:24]
+    k = 2
+
+    def build():
+        torch.manual_seed(1)  # the same new decoder for both
+        model = task.build_model(copy.deepcopy(encoder))
+        freeze(model, k)
+        return model
+
+    plain = build()  # also tells the task its start and end tokens
+    batches = [task.collate(data[i : i + 8]) for i in range(0, len(data), 8)]
+    expected = train_losses(task, plain, batches * 2)
+    cached = build()
+    cache = FrozenPrefixCache(cached, k, tokenizer.pad_token_id)
+    cache.fill(cached, lambda: [task.loss(cached, batch) for batch in batches])
+    assert len(cache) == len({e.source for e in data})  # sources only: targets never went in
+    assert train_losses(task, cached, batches * 2, cache) == pytest.approx(expected, abs=1e-5)

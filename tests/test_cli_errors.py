@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import constants
-from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+from transformers import AutoTokenizer, BertConfig, BertModel, T5Config, T5ForConditionalGeneration
 
 from telly.cli import main
 from telly.data import BUILDERS
@@ -83,7 +83,7 @@ CASES = {
     "missing required option": (lambda m, d, o: ["finetune", "--task", "code-search"], r"required: --data, --out"),
     "run folder not empty": (
         lambda m, d, o: (o.mkdir(), (o / "metrics.json").write_text("{}"), finetune_args(m, d, o))[2],
-        r"run folder .* is not empty; pass --overwrite",
+        r"run folder .* is not empty; pass --resume to continue it, --overwrite to replace it",
     ),
     "run folder is a file": (
         lambda m, d, o: (o.write_text("x"), finetune_args(m, d, o))[1], r"exists and is not a folder",
@@ -94,7 +94,7 @@ CASES = {
     "data build into a file": (
         lambda m, d, o: ["data", "build", str(d), "--out", str(d / "train.jsonl")], r"output path is a file",
     ),
-    "report on a folder that is not a run": (lambda m, d, o: ["report", str(d)], r"is not a finished run"),
+    "report on a folder that is not a run": (lambda m, d, o: ["report", str(d)], r"is neither a finished run nor a sweep"),
     "empty summarization target": (
         lambda m, d, o: (set_field(d / "test.jsonl", 2, "docstring_tokens", []),
                          task_args("code-summarization", m, d, o))[1],
@@ -129,6 +129,69 @@ CASES = {
         lambda m, d, o: task_args("code-summarization", m, d, o) + ["--freeze-decoder"],
         r"--freeze-decoder: this bert-like model has no pre-trained decoder",
     ),
+    "field of the wrong type": (
+        lambda m, d, o: (set_field(d / "train.jsonl", 2, "code_tokens", 5), finetune_args(m, d, o))[1],
+        r'train\.jsonl line 2: field "code_tokens" must be a list of strings',
+    ),
+    "NUL byte in a JSONL line": (
+        lambda m, d, o: (break_line(d / "valid.jsonl", 2, '{"code": "a\x00b"}'), finetune_args(m, d, o))[1],
+        r"valid\.jsonl line 2: not valid JSON",
+    ),
+    "JSONL that is not UTF-8": (
+        lambda m, d, o: ((d / "test.jsonl").write_bytes(b'{"code": "caf\xe9"}\n'), finetune_args(m, d, o))[1],
+        r"test\.jsonl line 1: not UTF-8 text",
+    ),
+    "report on a truncated metrics.json": (
+        lambda m, d, o: (o.mkdir(), (o / "metrics.json").write_text('{"task": "code-se'), ["report", str(o)])[2],
+        r"metrics\.json is not valid JSON",
+    ),
+    "run folder under a file": (lambda m, d, o: finetune_args(m, d, d / "train.jsonl" / "run"), r"cannot create run folder .*Not a directory"),
+    "mismatched tokenizer and model": (
+        lambda m, d, o: finetune_args(save_tiny_bert(d / "small-vocab", m, vocab_size=100), d, o),
+        r"its tokenizer has 30,522 tokens but the model embeds only 100",
+    ),
+    "resume and overwrite together": (lambda m, d, o: finetune_args(m, d, o, "--resume", "--overwrite"), r"choose one"),
+    "negative checkpoint interval": (lambda m, d, o: finetune_args(m, d, o, "--checkpoint-every", "-5"), r"--checkpoint-every must be >= 0"),
+    "resume a folder that is not a run": (
+        lambda m, d, o: (o.mkdir(), (o / "notes.txt").write_text("x"), finetune_args(m, d, o, "--resume"))[2],
+        r"holds files but no config\.json: not a telly run to resume",
+    ),
+    "probe with --run and --control": (
+        lambda m, d, o: ["probe", "--run", str(d), "--control", "--out", str(o)], r"--run and --control exclude each other",
+    ),
+    "probe with too few functions": (
+        lambda m, d, o: ["probe", "--model", str(m), "--functions", "3", "--sources", str(EMAIL), "--out", str(o)],
+        r"--functions must be at least 10",
+    ),
+    "probe sources without Python code": (
+        lambda m, d, o: ["probe", "--model", str(m), "--sources", str(d), "--out", str(o), "--no-feature-cache"],
+        r"no functions .* found in",
+    ),
+    "probe results into a file": (
+        lambda m, d, o: ["probe", "--model", str(m), "--out", str(d / "train.jsonl")], r"output path is a file, not a folder",
+    ),
+    "compare a folder that is not a run": (lambda m, d, o: ["compare", "--run", str(d)], r"is not a finished run \(no config\.json\)"),
+    "compare a run on another task's data": (
+        lambda m, d, o: (build("clone-detection", d), ["compare", "--run", str(finished_run(m, d)), "--data", str(d / "bcb")])[1],
+        r"no test data in .*bcb: looked for test\.jsonl",
+    ),
+    "compare on too few inputs": (
+        lambda m, d, o: ["compare", "--run", str(finished_run(m, d)), "--inputs", "2"], r"--inputs must be at least 3",
+    ),
+    "compare several runs without --out": (
+        lambda m, d, o: ["compare", "--run", str(d), str(d)], r"pass --out to compare several runs",
+    ),
+    "recommend with a threshold out of range": (
+        lambda m, d, o: ["recommend", *finetune_args(m, d, o)[1:], "--auto-freeze-threshold", "2"],
+        r"--auto-freeze-threshold must be in \[-1, 1\]",
+    ),
+    "unknown similarity measure": (
+        lambda m, d, o: finetune_args(m, d, o, "--freeze", "auto", "--auto-freeze-measure", "euclid"),
+        r"--auto-freeze-measure must be one of rsa, cka",
+    ),
+    "freeze auto with LoRA": (
+        lambda m, d, o: finetune_args(m, d, o, "--freeze", "auto", "--method", "lora"), r"belong to --method telly",
+    ),
 }
 
 BUILT_FOLDERS = {"clone-detection": "bcb", "code-generation": "concode", "code-completion": "lines"}
@@ -141,6 +204,20 @@ def build(task, data):
 
 def task_args(task, model, data, out):
     return [task if arg == "code-search" else arg for arg in finetune_args(model, data, out)]
+
+
+def save_tiny_bert(folder, tokenizer_source, vocab_size):
+    BertModel(BertConfig(vocab_size=vocab_size, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=16)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(folder)
+    return folder
+
+
+def finished_run(model, data):
+    """A real (tiny) finished code-search run on the test's data copy."""
+    run = data / "finished"
+    assert main(finetune_args(model, data, run)) == 0
+    return run
 
 
 def save_tiny_t5(folder, tokenizer_source):
@@ -169,3 +246,70 @@ def test_a_refused_run_leaves_nothing_behind_so_the_fixed_command_runs(tiny_bert
     assert not out.exists()
     assert main(finetune_args(tiny_bert_dir, data, out, "--freeze", "1")) == 0
     assert (out / "metrics.json").is_file()
+
+
+def test_a_full_disk_while_writing_metrics_is_one_line_and_the_run_can_resume(tiny_bert_dir, data, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import telly.files
+
+    real_open = open
+
+    def open_on_a_full_disk(path, *args, **kwargs):
+        stream = real_open(path, *args, **kwargs)
+        if "metrics.json" in str(path):
+            def no_space(*_):
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            stream.write = no_space
+        return stream
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(telly.files, "open", open_on_a_full_disk, raising=False)
+    capsys.readouterr()
+    assert main(finetune_args(tiny_bert_dir, data, out)) == 2
+    stderr = capsys.readouterr().err
+    [error_line] = [line for line in stderr.splitlines() if line.startswith("telly: error:")]
+    assert error_line.startswith("telly: error: No space left on device: ") and "metrics.json" in error_line
+    assert "Traceback" not in stderr
+    assert not (out / "metrics.json").exists() and not list(out.glob(".metrics.json*"))  # nothing half-written
+
+    monkeypatch.undo()  # space freed: the same command with --resume finishes from the last checkpoint
+    assert main([*finetune_args(tiny_bert_dir, data, out), "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["test"]["mrr"] > 0
+
+
+def test_probe_skips_functions_nested_too_deeply_to_walk(tmp_path):
+    from telly.study.probe_data import build_probe_set
+
+    source = tmp_path / "src"
+    shutil.copytree(EMAIL, source / "email")
+    (source / "email" / "deep.py").write_text("def deep(x):\n    return " + "-" * 700 + "x\n")
+    probe_set = build_probe_set([source], functions=40, seed=0)
+    assert all("-" * 700 not in function.code for function in probe_set.train + probe_set.test)
+
+
+def test_a_giant_line_is_read_whole_and_truncated_by_the_tokenizer(data, tokenizer):
+    from telly.config import FinetuneConfig
+    from telly.tasks.search import CodeSearchTask
+
+    giant = "x = 1 " * 500_000  # a 3 MB code field
+    set_field(data / "train.jsonl", 1, "code_tokens", giant.split())
+    task = CodeSearchTask(FinetuneConfig(task="code-search", data=str(data), out="unused"))
+    task.tokenizer, task.position_limit = tokenizer, 512
+    [first, *_] = task.read_split(data, "train")
+    assert len(first.code) == len(" ".join(giant.split()))
+    assert task.tokenize([first.code], 64)["input_ids"].shape == (1, 64)
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line(tiny_bert_dir, data, tmp_path, capsys, monkeypatch):
+    # Tests run as root here, where permissions do not stop a write; the refusal is simulated where it happens.
+    import pathlib
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", refuse)
+    capsys.readouterr()
+    assert main(finetune_args(tiny_bert_dir, data, tmp_path / "locked" / "run")) == 2
+    [error_line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("telly: error:")]
+    assert error_line.endswith("cannot create run folder " + str(tmp_path / "locked" / "run") + ": Permission denied")

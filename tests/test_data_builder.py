@@ -84,6 +84,8 @@ def write_small_tree(root):
     (root / "pkg" / "broken.py").write_text("def f(:\n    pass\n", encoding="utf-8")
     nul_source = b'def f():\n    """Has a NUL byte."""\n    return "\x00"\n'
     (root / "pkg" / "nul.py").write_bytes(nul_source)
+    # Parses in principle, but nests deeper than Python's parser can recurse.
+    (root / "pkg" / "deep.py").write_text('def f(x):\n    """Too deep."""\n    return ' + "-" * 5000 + "x\n")
     # Never walked: test directories and caches.
     for skipped in ("tests", "__pycache__"):
         (root / "pkg" / skipped).mkdir()
@@ -170,16 +172,16 @@ def test_records_are_complete_codesearchnet_records(small_build, tmp_path):
 
 def test_summary_counts(small_build):
     summary, _ = small_build
-    assert summary.files_seen == 5
-    assert summary.skipped == {"not UTF-8": 1, "unparsable": 1, "with NUL bytes": 1}
+    assert summary.files_seen == 6
+    assert summary.skipped == {"not UTF-8": 1, "too deep to parse": 1, "unparsable": 1, "with NUL bytes": 1}
     assert summary.files_used == 2
     assert summary.functions == 7
     assert summary.duplicates_dropped == 1
     assert sum(summary.split_functions.values()) == 7
     assert sum(summary.split_files.values()) == 2
     text = str(summary)
-    skipped = "3 skipped: 1 not UTF-8, 1 unparsable, 1 with NUL bytes"
-    assert text.startswith(f"read 5 files ({skipped}); ")
+    skipped = "4 skipped: 1 not UTF-8, 1 too deep to parse, 1 unparsable, 1 with NUL bytes"
+    assert text.startswith(f"read 6 files ({skipped}); ")
     assert "7 functions from 2 files, 1 duplicates dropped; train " in text
 
 

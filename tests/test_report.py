@@ -9,9 +9,11 @@ from telly.report import comparison_table, load_run
 
 
 def make_run(folder, freeze, seconds, mrr, method="telly", task="code-search"):
+    """A finished run of two epochs; the first takes 10 s longer (filling a cache, say)."""
     folder.mkdir()
     metrics = {"task": task, "method": method, "freeze": freeze, "selection_metric": "mrr",
-               "test": {"mrr": mrr}, "zero_shot_test": {"mrr": 0.5}, "seconds_per_epoch": seconds,
+               "test": {"mrr": mrr}, "zero_shot_test": {"mrr": 0.5}, "seconds_per_epoch": seconds + 5,
+               "epoch_seconds": [seconds + 10, seconds], "best_epoch": 2, "peak_rss_mb": 1234.4,
                "params": {"total": 2_000_000, "trainable": 500_000, "percent_trainable": 25.0}}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return load_run(folder)
@@ -21,10 +23,20 @@ def test_table_rows_and_speedups(tmp_path):
     runs = [make_run(tmp_path / "full", -1, 120.0, 0.7), make_run(tmp_path / "k3", 3, 40.0, 0.69),
             make_run(tmp_path / "lora", -1, 60.0, 0.65, method="lora")]
     rows = comparison_table(runs).splitlines()
-    assert rows[0] == ("| run | variant | zero-shot mrr | mrr | trainable / total params | s/epoch | speedup vs full |")
-    assert rows[2] == "| full | full | 0.5000 | 0.7000 | 0.50M / 2.00M (25.0%) | 120.0 | 1.00x |"
-    assert rows[3] == "| k3 | K=3 | 0.5000 | 0.6900 | 0.50M / 2.00M (25.0%) | 40.0 | 3.00x |"
-    assert rows[4] == "| lora | LoRA | 0.5000 | 0.6500 | 0.50M / 2.00M (25.0%) | 60.0 | 2.00x |"
+    assert rows[0] == ("| run | variant | zero-shot mrr | mrr | Δ mrr vs full | trainable / total params | s/epoch (1st) | "
+                       "s/epoch (later) | speedup vs full | best epoch | peak RSS (MB) |")
+    # Speedups compare the later epochs (120 / 40, 120 / 60), not the first (130 / 50).
+    assert rows[2] == "| full | full | 0.5000 | 0.7000 | +0.0000 | 0.50M / 2.00M (25.0%) | 130.0 | 120.0 | 1.00x | 2 | 1234 |"
+    assert rows[3] == "| k3 | K=3 | 0.5000 | 0.6900 | -0.0100 | 0.50M / 2.00M (25.0%) | 50.0 | 40.0 | 3.00x | 2 | 1234 |"
+    assert rows[4] == "| lora | LoRA | 0.5000 | 0.6500 | -0.0500 | 0.50M / 2.00M (25.0%) | 70.0 | 60.0 | 2.00x | 2 | 1234 |"
+
+
+def test_single_epoch_runs_compare_their_only_epoch(tmp_path):
+    full, k3 = make_run(tmp_path / "full", -1, 100.0, 0.7), make_run(tmp_path / "k3", 3, 40.0, 0.69)
+    for run, seconds in ((full, 90.0), (k3, 30.0)):
+        run["epoch_seconds"] = [seconds]
+    rows = comparison_table([full, k3]).splitlines()
+    assert "| 30.0 | n/a | 3.00x |" in rows[3]
 
 
 def test_runs_of_different_tasks_are_refused(tmp_path):

@@ -13,6 +13,11 @@ from telly.config import FinetuneConfig
 from telly.errors import UserError
 from telly.models.load import resolve_model_name
 from telly.study.probe import PROPERTIES
+from telly.sweep import EXECUTORS
+
+# FinetuneConfig fields a sweep sets per variant (or has no use for).
+SET_BY_SWEEP = frozenset({"freeze", "method", "resume", "overwrite", "auto_freeze_examples", "auto_freeze_inputs",
+                          "auto_freeze_threshold", "auto_freeze_measure"})
 
 USER_ERROR_EXIT = 2
 
@@ -22,10 +27,12 @@ class Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see '{self.prog} --help')")
 
 
-def add_config_options(parser: argparse.ArgumentParser, config_class) -> None:
-    """One option per dataclass field: `max_code_len: int` → `--max-code-len INT`."""
+def add_config_options(parser: argparse.ArgumentParser, config_class, exclude: frozenset[str] = frozenset()) -> None:
+    """One option per dataclass field not in `exclude`: `max_code_len: int` → `--max-code-len INT`."""
     hints = typing.get_type_hints(config_class)
     for field in dataclasses.fields(config_class):
+        if field.name in exclude:
+            continue
         flag = "--" + field.name.replace("_", "-")
         kind = hints[field.name]
         if isinstance(kind, types.UnionType):  # `int | None`
@@ -91,9 +98,18 @@ def build_parser() -> Parser:
     add_config_options(recommend, FinetuneConfig)
     recommend.set_defaults(handler=run_recommend)
 
-    report = commands.add_parser("report", help="compare finished runs side by side")
-    report.add_argument("runs", nargs="+", type=Path, help="run folders")
-    report.add_argument("--out", type=Path, help="also write the Markdown table to this file")
+    sweep = commands.add_parser("sweep", help="full fine-tuning, Telly-K for several K and LoRA, then the report")
+    add_config_options(sweep, FinetuneConfig, exclude=SET_BY_SWEEP)
+    sweep.add_argument("--ks", default="all", help="the K values: 'all' (0..L-1) or e.g. 0,3,5 (default: all)")
+    sweep.add_argument("--lora", action="store_true", help="also run the LoRA baseline (--lora-rank, --lora-alpha, --lora-targets)")
+    sweep.add_argument("--executor", default="local", choices=EXECUTORS,
+                       help="local: variants one after another, each in its own process; ray: as Ray tasks (default: local)")
+    sweep.set_defaults(handler=run_sweep)
+
+    report = commands.add_parser("report", help="compare finished runs (or the runs of a sweep folder) side by side")
+    report.add_argument("runs", nargs="+", type=Path, help="run folders or sweep folders")
+    report.add_argument("--out", type=Path, help="write report.md/.html/.json and plots here (default: the sweep folder "
+                        "when given one; else print the table only)")
     report.set_defaults(handler=run_report)
     return parser
 
@@ -222,14 +238,37 @@ def run_finetune(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}/metrics.json; test {metrics['selection_metric']} {metrics['test'][metrics['selection_metric']]:.4f}")
 
 
-def run_report(args: argparse.Namespace) -> None:
-    from telly.files import atomic_write_text
-    from telly.report import comparison_table, load_run
+def run_sweep(args: argparse.Namespace) -> None:
+    from telly.models.layers import find_backbone
+    from telly.models.load import encoder_class, load_pretrained
+    from telly.report import load_run, write_report
+    from telly.sweep import run_sweep as run_variants
+    from telly.sweep import sweep_variants
 
-    table = comparison_table([load_run(folder) for folder in args.runs])
-    print(table, end="")
-    if args.out:
-        atomic_write_text(args.out, table)
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig) if f.name not in SET_BY_SWEEP}
+    base = FinetuneConfig(**fields)
+    out = Path(base.out)
+    check_output_folder(out)
+    num_layers = find_backbone(load_pretrained(base.model, trust_remote_code=base.trust_remote_code,
+                                               model_class=encoder_class)[0]).num_layers
+    variants = sweep_variants(num_layers, args.ks, args.lora)
+    folders = run_variants(base, out, variants, args.executor)
+    markdown = write_report([load_run(folder) for folder in folders], out, f"{base.task} on {base.model}: sweep")
+    print(markdown, end="")
+    print(f"wrote {out}/report.md, .html, .json and plots")
+
+
+def run_report(args: argparse.Namespace) -> None:
+    from telly.report import comparison_table, expand_run_folders, load_run, write_report
+
+    runs = [load_run(folder) for folder in expand_run_folders(args.runs)]
+    out = args.out or (args.runs[0] if len(args.runs) == 1 and not (args.runs[0] / "metrics.json").is_file() else None)
+    if out is None:
+        print(comparison_table(runs), end="")
+        return
+    check_output_folder(out)
+    print(write_report(runs, out, f"{runs[0]['task']}: {', '.join(run['name'] for run in runs)}"), end="")
+    print(f"wrote {out}/report.md, .html, .json and plots")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,8 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"telly: error: {error}", file=sys.stderr)
         return USER_ERROR_EXIT
+    except OSError as error:
+        # Disk full, permissions, a vanished file: the environment, not a bug; say what and where.
+        where = f": {error.filename}" if error.filename else ""
+        print(f"telly: error: {error.strerror or error}{where}", file=sys.stderr)
+        return USER_ERROR_EXIT
     except KeyboardInterrupt:
-        print("telly: interrupted", file=sys.stderr)
+        print("telly: interrupted (telly finetune ... --resume continues a run from its last checkpoint)", file=sys.stderr)
         return 130
     return 0
 

@@ -67,6 +67,8 @@ class FinetuneConfig:
     seed: int = option(42, "random seed (same seed, same metrics)")
     trust_remote_code: bool = option(False, "allow the model folder's own Python code to run")
     overwrite: bool = option(False, "write into a run folder that already has results")
+    resume: bool = option(False, "continue the interrupted run in --out from its last complete checkpoint")
+    checkpoint_every: int = option(0, "also save a resumable checkpoint every N training steps (0: at the end of each epoch only)")
 
     def __post_init__(self) -> None:
         for name in ("task", "data", "out"):
@@ -80,6 +82,10 @@ class FinetuneConfig:
                 _require_positive(name, getattr(self, name))
         if self.method not in METHODS:
             raise UserError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.resume and self.overwrite:
+            raise UserError("--resume continues a run and --overwrite replaces it; choose one")
+        if self.checkpoint_every < 0:
+            raise UserError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         if isinstance(self.freeze, str) and self.freeze != AUTO:
             try:
                 self.freeze = parse_freeze(self.freeze)

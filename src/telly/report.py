@@ -1,11 +1,21 @@
-"""Side-by-side tables of finished runs (quality, parameters, time), read from their metrics.json."""
+"""Side-by-side reports of finished runs (quality, parameters, time, memory), read from their metrics.json.
+
+`comparison_table` is the paper's RQ3 table as Markdown; `write_report` adds the same table as JSON
+and HTML, and plots of the selection metric and of seconds per epoch against K.
+"""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
+import numpy as np
+
 from telly.errors import UserError
+from telly.files import atomic_write_text, write_json
+
+REPORT_FILES = ("report.md", "report.html", "report.json", "metric_vs_k.png", "seconds_vs_k.png")
 
 
 def load_run(folder: Path) -> dict:
@@ -18,8 +28,30 @@ def load_run(folder: Path) -> dict:
         raise UserError(f"{path} is not valid JSON: {error}") from None
 
 
+def sweep_runs(folder: Path) -> list[Path]:
+    """The finished run folders inside a sweep folder, in name order (full, k0, k1, ..., lora)."""
+    runs = [path.parent for path in Path(folder).glob("*/metrics.json")]
+    if not runs:
+        raise UserError(f"{folder} is neither a finished run nor a sweep holding finished runs")
+    order = {"full": (0, 0), "lora": (2, 0)}
+    return sorted(runs, key=lambda run: order.get(run.name, (1, int(run.name[1:]) if run.name[1:].isdigit() else 0)))
+
+
+def expand_run_folders(folders: list[Path]) -> list[Path]:
+    """Run folders as given; a sweep folder stands for the runs inside it."""
+    expanded = []
+    for folder in folders:
+        expanded += [folder] if (Path(folder) / "metrics.json").is_file() else sweep_runs(folder)
+    return expanded
+
+
 def comparison_table(runs: list[dict]) -> str:
-    """A Markdown table, one row per run; speedup is relative to the full fine-tuning run (K=-1)."""
+    """A Markdown table, one row per run; Δ and speedup are relative to the full fine-tuning run (K=-1)."""
+    rows = _table_rows(runs)
+    return "\n".join("| " + " | ".join(row) + " |" for row in [rows[0], ["---"] * len(rows[0]), *rows[1:]]) + "\n"
+
+
+def _table_rows(runs: list[dict]) -> list[list[str]]:
     if not runs:
         raise UserError("no runs to compare")
     tasks = {run["task"] for run in runs}
@@ -28,22 +60,43 @@ def comparison_table(runs: list[dict]) -> str:
     metric_names = list(runs[0]["test"])
     selection = runs[0]["selection_metric"]
     full = next((run for run in runs if variant(run) == "full"), None)
-
-    header = ["run", "variant", f"zero-shot {selection}", *metric_names, "trainable / total params", "s/epoch", "speedup vs full"]
-    rows = [header, ["---"] * len(header)]
+    header = ["run", "variant", f"zero-shot {selection}", *metric_names, f"Δ {selection} vs full",
+              "trainable / total params", "s/epoch (1st)", "s/epoch (later)", "speedup vs full", "best epoch",
+              "peak RSS (MB)"]
+    rows = [header]
     for run in runs:
         params = run["params"]
-        speedup = f"{full['seconds_per_epoch'] / run['seconds_per_epoch']:.2f}x" if full else "n/a"
+        first, later = epoch_seconds(run)
         rows.append([
             run["name"],
             variant(run),
-            f"{run['zero_shot_test'][selection]:.4f}" if run["zero_shot_test"] else "n/a",
+            f"{run['zero_shot_test'][selection]:.4f}" if run.get("zero_shot_test") else "n/a",
             *(f"{run['test'][name]:.4f}" for name in metric_names),
+            f"{run['test'][selection] - full['test'][selection]:+.4f}" if full else "n/a",
             f"{params['trainable'] / 1e6:.2f}M / {params['total'] / 1e6:.2f}M ({params['percent_trainable']:.1f}%)",
-            f"{run['seconds_per_epoch']:.1f}",
-            speedup,
+            f"{first:.1f}",
+            f"{later:.1f}" if later is not None else "n/a",
+            f"{speedup(full, run):.2f}x" if full else "n/a",
+            str(run.get("best_epoch", "n/a")),
+            f"{run['peak_rss_mb']:.0f}" if "peak_rss_mb" in run else "n/a",
         ])
-    return "\n".join("| " + " | ".join(row) + " |" for row in rows) + "\n"
+    return rows
+
+
+def epoch_seconds(run: dict) -> tuple[float, float | None]:
+    """Seconds of the first epoch, and the mean of the later ones (None with a single epoch)."""
+    seconds = run.get("epoch_seconds") or [run["seconds_per_epoch"]]
+    return seconds[0], (float(np.mean(seconds[1:])) if len(seconds) > 1 else None)
+
+
+def speedup(full: dict, run: dict) -> float:
+    """Full fine-tuning's seconds per epoch over the run's: later epochs when both have them (the
+    steady state, after a cache is filled), else the first."""
+    full_first, full_later = epoch_seconds(full)
+    first, later = epoch_seconds(run)
+    if full_later is not None and later is not None:
+        return full_later / later
+    return full_first / first
 
 
 def variant(run: dict) -> str:
@@ -51,3 +104,47 @@ def variant(run: dict) -> str:
     if run.get("method") == "lora":
         return "LoRA"
     return "full" if run["freeze"] == -1 else f"K={run['freeze']}"
+
+
+def write_report(runs: list[dict], out: Path, title: str) -> str:
+    """Write REPORT_FILES into `out`; return the Markdown."""
+    markdown = f"# {title}\n\n{comparison_table(runs)}"
+    rows = _table_rows(runs)
+    write_json(out / "report.json", {"title": title, "runs": runs})
+    atomic_write_text(out / "report.md", markdown)
+    atomic_write_text(out / "report.html", _html(title, rows))
+    _plot_against_k(runs, out)
+    return markdown
+
+
+def _html(title: str, rows: list[list[str]]) -> str:
+    def cells(row, tag):
+        return "".join(f"<{tag}>{html.escape(cell)}</{tag}>" for cell in row)
+
+    body = "\n".join(f"<tr>{cells(row, 'td')}</tr>" for row in rows[1:])
+    images = "".join(f'<p><img src="{name}" alt="{name}"></p>' for name in REPORT_FILES if name.endswith(".png"))
+    return (
+        f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+        "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:4px 8px;text-align:right}</style>"
+        f"</head><body>\n<h1>{html.escape(title)}</h1>\n<table>\n<tr>{cells(rows[0], 'th')}</tr>\n{body}\n</table>\n"
+        f"{images}\n</body></html>\n"
+    )
+
+
+def _plot_against_k(runs: list[dict], out: Path) -> None:
+    from telly.study.plots import plot_points
+
+    selection = runs[0]["selection_metric"]
+    telly_runs = sorted((run for run in runs if run.get("method") != "lora"), key=lambda run: run["freeze"])
+    ks = [run["freeze"] for run in telly_runs]
+    lora = [run for run in runs if run.get("method") == "lora"]
+    metric = {"Telly-K (K=-1: full)": (ks, [run["test"][selection] for run in telly_runs])}
+    metric |= {"LoRA": (ks, [lora[0]["test"][selection]] * len(ks))} if lora and ks else {}
+    firsts, laters = zip(*(epoch_seconds(run) for run in telly_runs)) if telly_runs else ((), ())
+    seconds = {"first epoch": (ks, list(firsts))}
+    if all(later is not None for later in laters):
+        seconds["later epochs"] = (ks, list(laters))
+    plot_points(out / "metric_vs_k.png", metric, "K (frozen blocks; -1 = full fine-tuning)", f"test {selection}",
+                f"{runs[0]['task']}: quality vs K")
+    plot_points(out / "seconds_vs_k.png", seconds, "K (frozen blocks; -1 = full fine-tuning)", "seconds per epoch",
+                f"{runs[0]['task']}: time vs K")

@@ -7,7 +7,10 @@ Read top to bottom: check inputs → load data and model → freeze → zero-sho
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import math
+import os
 import random
 import resource
 import shutil
@@ -18,10 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from telly.checkpoints import (
+    TrainingState, load_latest_checkpoint, remove_checkpoints, restore_rng, rng_snapshot, save_checkpoint,
+)
 from telly.config import AUTO, FinetuneConfig
 from telly.errors import UserError
 from telly.files import write_json
@@ -42,10 +47,13 @@ log = logging.getLogger("telly")
 def finetune(config: FinetuneConfig) -> dict:
     """Fine-tune `config.model` on `config.task`; write `config.out`; return the metrics dict."""
     out = Path(config.out)
+    if config.resume and (out / "metrics.json").is_file():
+        check_same_settings(out, config)
+        return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     existed, was_empty = out.exists(), not out.is_dir() or not any(out.iterdir())
-    prepare_run_folder(out, overwrite=config.overwrite)
+    prepare_run_folder(out, overwrite=config.overwrite, resume=config.resume)
     try:
-        with run_log(out / "log.txt"):
+        with run_log(out / "log.txt", append=config.resume):
             return _finetune(config, out)
     except UserError:
         # A new run refused at its inputs leaves nothing behind, so the corrected command just works.
@@ -62,12 +70,20 @@ def finetune(config: FinetuneConfig) -> dict:
 
 def _finetune(config: FinetuneConfig, out: Path) -> dict:
     task_class = get_task(config.task)
-    write_json(out / "config.json", {**dataclasses.asdict(config), "model_path": resolve_model_name(config.model)})
+    if config.resume and (out / "config.json").is_file():
+        check_same_settings(out, config)
+    else:
+        write_json(out / "config.json", {**dataclasses.asdict(config), "model_path": resolve_model_name(config.model)})
     auto_freeze = None
     if config.freeze == AUTO:
-        from telly.study.recommend import recommend_k
+        from telly.study.recommend import Recommendation, recommend_k
 
-        auto_freeze = recommend_k(config, out / AUTO_FREEZE_FOLDER)
+        chosen = out / AUTO_FREEZE_FOLDER / "recommendation.json"
+        if config.resume and chosen.is_file():
+            auto_freeze = Recommendation.from_dict(json.loads(chosen.read_text(encoding="utf-8")))
+        else:
+            auto_freeze = recommend_k(config, out / AUTO_FREEZE_FOLDER)
+            write_json(chosen, auto_freeze.to_dict())
         log.info("--freeze auto: K=%d (%s; %.1f s)", auto_freeze.k, auto_freeze.reason, auto_freeze.seconds)
         config = dataclasses.replace(config, freeze=auto_freeze.k)
     seed_everything(config.seed)
@@ -90,55 +106,65 @@ def _finetune(config: FinetuneConfig, out: Path) -> dict:
     variant = f"LoRA r={config.lora_rank}" if config.method == "lora" else f"K={config.freeze}"
     log.info("model: %s, %d layers, %s; %s", config.model, num_layers, variant, params)
 
-    loader = DataLoader(
-        train,
-        batch_size=config.batch_size,
-        shuffle=True,
-        collate_fn=task.collate,
-        generator=torch.Generator().manual_seed(config.seed),
-    )
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    total_steps = config.epochs * len(loader)
+    total_steps = config.epochs * steps_per_epoch
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total_steps), total_steps)
-
     cache = prefix_cache(task, model, config)
-    fill_loader = DataLoader(train, batch_size=config.batch_size, collate_fn=task.collate)
 
-    zero_shot = None if model.has_new_parts else evaluate_test(task, model, valid, test, "zero-shot")
-    log.info("zero-shot test: %s", format_metrics(zero_shot) if zero_shot else "skipped (newly initialised parts)")
+    state = load_latest_checkpoint(out, model, optimizer, scheduler) if config.resume else None
+    if state is None:
+        zero_shot = None if model.has_new_parts else evaluate_test(task, model, valid, test, "zero-shot")
+        log.info("zero-shot test: %s", format_metrics(zero_shot) if zero_shot else "skipped (newly initialised parts)")
+        state = TrainingState(zero_shot=zero_shot)
+    else:
+        log.info("resumed at epoch %d, step %d of %d", state.epoch, state.step_in_epoch, steps_per_epoch)
 
-    history, best_score, best_epoch, best_valid = [], -float("inf"), 0, None
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(state.epoch, config.epochs + 1):
         model.train()
-        started, losses = time.perf_counter(), []
-        if cache is not None and epoch == 1:  # counted in the first epoch's time
-            batches = tqdm(fill_loader, desc="caching frozen layers", leave=False, disable=None)
-            cache.fill(model, lambda: [task.loss(model, batch) for batch in batches])
+        started = time.perf_counter() - state.epoch_seconds  # a resumed epoch keeps its earlier time
+        if cache is not None and len(cache) == 0:  # counted in the (first) epoch's time
+            rng_states = rng_snapshot()  # filling draws no random numbers, but a resumed run must not depend on it
+            fill_batches = tqdm(batches(list(range(len(train))), config.batch_size), desc="caching frozen layers",
+                                leave=False, disable=None)
+            cache.fill(model, lambda: [task.loss(model, task.collate([train[i] for i in b])) for b in fill_batches])
+            restore_rng(*rng_states)
             log.info("activation cache: %d sequences after %.1f s", len(cache), time.perf_counter() - started)
+        epoch_batches = batches(epoch_order(len(train), config.seed, epoch), config.batch_size)
         with cache.replaying() if cache is not None else nullcontext():
-            for batch in tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=None):
-                loss = task.loss(model, batch)
+            for indices in tqdm(epoch_batches[state.step_in_epoch :], desc=f"epoch {epoch}/{config.epochs}",
+                                leave=False, disable=None):
+                loss = task.loss(model, task.collate([train[i] for i in indices]))
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
+                state.epoch_losses.append(loss.item())
+                state.step_in_epoch += 1
+                state.global_step += 1
+                if config.checkpoint_every and state.global_step % config.checkpoint_every == 0 \
+                        and state.step_in_epoch < len(epoch_batches):
+                    state.epoch_seconds = time.perf_counter() - started
+                    save_checkpoint(out, model, optimizer, scheduler, state)
         seconds = time.perf_counter() - started
 
         scores = evaluate(task, model, valid, f"valid {epoch}")
-        history.append({"epoch": epoch, "seconds": seconds, "train_loss": float(np.mean(losses)), "valid": scores})
-        log.info("epoch %d: %.1f s, train loss %.4f, valid %s", epoch, seconds, np.mean(losses), format_metrics(scores))
-        if scores[task.selection_metric] > best_score:
-            best_score, best_epoch, best_valid = scores[task.selection_metric], epoch, scores
-            save_model(model, str(out / BEST_CHECKPOINT))
+        train_loss = float(np.mean(state.epoch_losses))
+        state.history.append({"epoch": epoch, "seconds": seconds, "train_loss": train_loss, "valid": scores})
+        log.info("epoch %d: %.1f s, train loss %.4f, valid %s", epoch, seconds, train_loss, format_metrics(scores))
+        if scores[task.selection_metric] > state.best_score:
+            state.best_score, state.best_epoch, state.best_valid = scores[task.selection_metric], epoch, scores
+            save_model_atomically(model, out / BEST_CHECKPOINT)
+        state.next_epoch()
+        save_checkpoint(out, model, optimizer, scheduler, state)
 
     load_model(model, str(out / BEST_CHECKPOINT))
-    test_scores = evaluate(task, model, test, "test", best_valid)
-    log.info("test (best epoch %d): %s", best_epoch, format_metrics(test_scores))
+    test_scores = evaluate(task, model, test, "test", state.best_valid)
+    log.info("test (best epoch %d): %s", state.best_epoch, format_metrics(test_scores))
 
-    epoch_seconds = [entry["seconds"] for entry in history]
+    epoch_seconds = [entry["seconds"] for entry in state.history]
     metrics = {
         "task": config.task,
         "model": config.model,
@@ -147,20 +173,61 @@ def _finetune(config: FinetuneConfig, out: Path) -> dict:
         "freeze_auto": auto_freeze.to_dict() if auto_freeze else None,
         "num_layers": num_layers,
         "test": test_scores,
-        "zero_shot_test": zero_shot,
-        "best_epoch": best_epoch,
+        "zero_shot_test": state.zero_shot,
+        "best_epoch": state.best_epoch,
         "selection_metric": task.selection_metric,
         "params": params.to_dict(),
         "seconds_per_epoch": float(np.mean(epoch_seconds)),
         "epoch_seconds": epoch_seconds,
         "steps": total_steps,
         "examples": {"train": len(train), "valid": len(valid), "test": len(test)},
-        "history": history,
+        "history": state.history,
         "activation_cache": cache is not None,
         "peak_rss_mb": peak_rss_mb(),
     }
     write_json(out / "metrics.json", metrics)
+    remove_checkpoints(out)  # the run is complete; metrics.json and best/ are what remains
     return metrics
+
+
+# Settings that may differ when a run is resumed: they do not change what the run computes.
+RESUME_MAY_CHANGE = frozenset({"resume", "overwrite", "checkpoint_every", "eval_batch_size"})
+
+
+def check_same_settings(out: Path, config: FinetuneConfig) -> None:
+    """A resumed run must be the same computation as the interrupted one."""
+    try:
+        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read {out / 'config.json'} to resume: {error}") from None
+    current = dataclasses.asdict(config)
+    changed = [
+        f"{name}: {saved.get(name)!r} -> {value!r}"
+        for name, value in current.items()
+        if name not in RESUME_MAY_CHANGE and saved.get(name) != value
+    ]
+    if changed:
+        raise UserError(f"{out} was started with other settings ({'; '.join(changed)}); "
+                        "resume with the same ones or choose another --out")
+
+
+def epoch_order(count: int, seed: int, epoch: int) -> list[int]:
+    """The training examples' order in `epoch`: a function of seed and epoch alone, so a resumed run
+    can continue mid-epoch."""
+    epoch_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    return torch.randperm(count, generator=torch.Generator().manual_seed(epoch_seed)).tolist()
+
+
+def batches(order: list[int], size: int) -> list[list[int]]:
+    return [order[start : start + size] for start in range(0, len(order), size)]
+
+
+def save_model_atomically(model: torch.nn.Module, path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    save_model(model, str(temporary))
+    with open(temporary, "rb") as stream:
+        os.fsync(stream.fileno())
+    os.replace(temporary, path)
 
 
 def prefix_cache(task, model, config: FinetuneConfig) -> FrozenPrefixCache | None:
@@ -185,12 +252,16 @@ def evaluate_test(task, model, valid, test, description: str) -> dict[str, float
     return evaluate(task, model, test, f"{description} test", valid_metrics)
 
 
-def prepare_run_folder(out: Path, *, overwrite: bool) -> None:
-    """Refuse to mix a new run with an old one's results unless asked to overwrite them."""
+def prepare_run_folder(out: Path, *, overwrite: bool, resume: bool = False) -> None:
+    """Refuse to mix a new run with an old one's results unless asked to overwrite or resume it."""
     if out.exists() and not out.is_dir():
         raise UserError(f"run folder {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"run folder {out} is not empty; pass --overwrite or choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        if resume and not (out / "config.json").is_file():
+            raise UserError(f"{out} holds files but no config.json: not a telly run to resume")
+        if not (overwrite or resume):
+            raise UserError(f"run folder {out} is not empty; pass --resume to continue it, --overwrite to replace it, "
+                            "or choose another --out")
     try:
         (out / BEST_CHECKPOINT.parent).mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -198,9 +269,9 @@ def prepare_run_folder(out: Path, *, overwrite: bool) -> None:
 
 
 @contextmanager
-def run_log(path: Path):
+def run_log(path: Path, append: bool = False):
     """Send the `telly` logger to the run's log file and the console while the run lasts."""
-    file_handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    file_handler = logging.FileHandler(path, mode="a" if append else "w", encoding="utf-8")
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     handlers = [file_handler, logging.StreamHandler()]
     for handler in handlers:

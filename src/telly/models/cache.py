@@ -11,7 +11,9 @@ the stored output of block K-1 and run only the top L-K blocks. The model's own 
 
 Stored states are looked up by the token ids of each row (padding stripped), so a task needs no
 change: whatever it encodes, in any batch and order, finds its own prefix output. Kept in memory,
-trimmed to each sequence's real length.
+trimmed to each sequence's real length. Only calls of the embeddings made by the encoder's own
+forward count: a new decoder that embeds its targets with the encoder's embedding module (as
+CodeXGLUE's code-to-text does) gets real embeddings, so encoder-decoder tasks are served too.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class FrozenPrefixCache:
         self.backbone, self.k, self.pad_id = backbone, k, pad_id
         self.entries: dict[tuple[int, ...], torch.Tensor] = {}
         self._current_ids: torch.Tensor | None = None
+        self._encoder_calls = 0  # > 0 while the encoder's own forward runs
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -127,8 +130,25 @@ class FrozenPrefixCache:
 
     @contextmanager
     def _embedding_hook(self, hook) -> Iterator[None]:
-        handle = self.backbone.embeddings[0].register_forward_hook(hook, with_kwargs=True)
+        """`hook` on the embeddings' output, for calls from inside the encoder's forward only."""
+
+        def enter(*_):
+            self._encoder_calls += 1
+
+        def leave(*_):
+            self._encoder_calls -= 1
+
+        def encoder_only(module, args, kwargs, output):
+            return hook(module, args, kwargs, output) if self._encoder_calls else output
+
+        handles = [
+            self.backbone.root.register_forward_pre_hook(enter),
+            self.backbone.root.register_forward_hook(leave, always_call=True),
+            self.backbone.embeddings[0].register_forward_hook(encoder_only, with_kwargs=True),
+        ]
         try:
             yield
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
+            self._encoder_calls = 0

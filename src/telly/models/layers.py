@@ -44,6 +44,7 @@ class Backbone:
     blocks: nn.ModuleList
     decoder: nn.Module | None
     lora_targets: tuple[str, ...]
+    root: nn.Module  # the module that holds the embeddings and blocks (BertModel, T5Model, ...)
 
     @property
     def num_layers(self) -> int:
@@ -58,7 +59,7 @@ def find_backbone(model: nn.Module) -> Backbone:
             embeddings = [_get_path(module, path) for path in layout.embeddings]
             if isinstance(blocks, nn.ModuleList) and all(isinstance(e, nn.Module) for e in embeddings):
                 decoder = _get_path(module, layout.decoder) if layout.decoder else None
-                return Backbone(layout.family, tuple(embeddings), blocks, decoder, layout.lora_targets)
+                return Backbone(layout.family, tuple(embeddings), blocks, decoder, layout.lora_targets, module)
     known = ", ".join(layout.family for layout in KNOWN_LAYOUTS)
     raise UserError(
         f"unsupported architecture {type(model).__name__}: cannot find its embeddings and "

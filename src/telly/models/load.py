@@ -89,12 +89,23 @@ def _load(source: str, local_files_only: bool, trust_remote_code: bool, model_cl
             )
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
         model = model_class(config).from_pretrained(source, config=config, **options)
+        _check_tokenizer_fits(model, tokenizer, source)
     except UserError:
         raise
     except ValueError as error:
         # transformers raises ValueError for remote code that was not allowed and unknown model types.
         raise UserError(f"cannot load model {source!r}: {_first_line(error)}") from None
     return model, tokenizer
+
+
+def _check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, source: str) -> None:
+    """Every token id the tokenizer can produce must have a row in the model's embeddings."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise UserError(
+            f"model {source!r}: its tokenizer has {len(tokenizer):,} tokens but the model embeds only {rows:,}; "
+            "the tokenizer belongs to another model"
+        )
 
 
 def _looks_like_path(source: str) -> bool:

@@ -32,3 +32,19 @@ def plot_layers(path: Path, panels: list[Panel], title: str) -> None:
     with atomic_open(path, "wb") as stream:
         figure.savefig(stream, format="png", dpi=100)
     plt.close(figure)
+
+
+def plot_points(path: Path, series: dict[str, tuple[list[float], list[float]]], xlabel: str, ylabel: str, title: str) -> None:
+    """One line per series of (x values, y values); a series named "LoRA" is drawn dashed (a reference level)."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name, (xs, ys) in series.items():
+        axis.plot(xs, ys, linestyle="--" if name == "LoRA" else "-", marker=None if name == "LoRA" else "o", label=name)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    with atomic_open(path, "wb") as stream:
+        figure.savefig(stream, format="png", dpi=100)
+    plt.close(figure)

@@ -83,8 +83,12 @@ def _probe_function(function: PythonFunction, seed: int, max_tokens: int, left_o
         return None
     try:
         typed_tokens = lexical_types(function.code)
+        function_sbt = sbt(function.code)
     except (ValueError, SyntaxError):
         left_out["does not tokenize"] += 1
+        return None
+    except RecursionError:  # parses, but nested too deeply to walk recursively
+        left_out["nested too deeply"] += 1
         return None
     rewrites = []
     for attempt in range(3 * REWRITES):  # a few tries: two draws can give the same rewrite
@@ -99,7 +103,7 @@ def _probe_function(function: PythonFunction, seed: int, max_tokens: int, left_o
     return ProbeFunction(
         code=function.code,
         typed_tokens=tuple(typed_tokens),
-        sbt=tuple(sbt(function.code)),
+        sbt=tuple(function_sbt),
         complexity_class=complexity_class(cyclomatic_complexity(function.code)),
         rewrites=tuple(rewrites),
     )

@@ -46,6 +46,10 @@ class Recommendation:
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "reason": self.reason}
 
+    @classmethod
+    def from_dict(cls, saved: dict) -> "Recommendation":
+        return cls(**{field.name: saved[field.name] for field in dataclasses.fields(cls)})
+
 
 def choose_k(similarities: list[float], threshold: float) -> int:
     """The largest K in -1..L-1 whose layers 0..K all have similarity >= threshold."""

@@ -48,8 +48,8 @@ class Task(ABC):
     pretrained_overrides: ClassVar[dict] = {}
     #: Whether `evaluate` needs `valid_metrics` for a fair test score (then valid is scored first).
     tunes_on_valid: ClassVar[bool] = False
-    #: Whether the frozen-prefix activation cache can serve this task: every call of the embeddings
-    #: must be an encoder input padded with the tokenizer's pad token.
+    #: Whether the frozen-prefix activation cache can serve this task: the encoder's inputs must be
+    #: right-padded with the tokenizer's pad token.
     caches_prefix: ClassVar[bool] = True
 
     def __init__(self, config: FinetuneConfig):

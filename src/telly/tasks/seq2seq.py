@@ -94,8 +94,6 @@ class PretrainedEncoderDecoder(TaskModel):
 class Seq2SeqTask(Task):
     """A task that maps a source text to a target text; subclasses read data and score predictions."""
 
-    # The new decoder embeds its targets with the encoder's embedding module: not a cached input.
-    caches_prefix = False
     max_source_field: str  # config field that limits source tokens
     max_target_field: str  # config field that limits target tokens
 

@@ -1,0 +1,200 @@
+"""Resumable training state, written so that a kill at any moment loses nothing already saved.
+
+A checkpoint is a folder `RUN/checkpoints/step-NNNNNNNN/` holding
+- `model.safetensors`: the trainable parameters (the frozen ones are the pre-trained weights),
+- `optimizer.safetensors`: the optimizer's tensors (AdamW moments and step counts),
+- `rng.safetensors`: torch's RNG state,
+- `state.json`: where training stands (`TrainingState`), the optimizer's and scheduler's other
+  values, Python's and NumPy's RNG states, and the sha256 of each file above.
+It is written into a temporary folder, every file fsynced, then renamed into place in one step,
+so a folder named `step-*` is complete. Reading checks every hash; a damaged or partial
+checkpoint is reported and the one before it is used. The newest KEEP checkpoints are kept.
+No file is ever unpickled: tensors are safetensors and everything else is JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CHECKPOINTS = "checkpoints"
+KEEP = 2
+_PREFIX = "step-"
+_TENSOR_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors")
+
+log = logging.getLogger("telly")
+
+
+@dataclass
+class TrainingState:
+    """Where a run stands. `epoch` is the epoch in progress; `step_in_epoch` batches of it are done."""
+
+    epoch: int = 1
+    step_in_epoch: int = 0
+    global_step: int = 0
+    epoch_losses: list[float] = field(default_factory=list)
+    epoch_seconds: float = 0.0  # spent on the epoch in progress so far
+    history: list[dict] = field(default_factory=list)
+    best_score: float = -float("inf")
+    best_epoch: int = 0
+    best_valid: dict | None = None
+    zero_shot: dict | None = None
+
+    def next_epoch(self) -> None:
+        self.epoch, self.step_in_epoch, self.epoch_losses, self.epoch_seconds = self.epoch + 1, 0, [], 0.0
+
+
+class CorruptCheckpoint(Exception):
+    pass
+
+
+def save_checkpoint(run: Path, model: nn.Module, optimizer, scheduler, state: TrainingState) -> Path:
+    """Write a checkpoint of the run as it stands; returns its folder."""
+    folder = Path(run) / CHECKPOINTS
+    final = folder / f"{_PREFIX}{state.global_step:08d}"
+    temporary = folder / f".{final.name}.{os.getpid()}.tmp"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    optimizer_tensors, optimizer_values = _split_optimizer_state(optimizer.state_dict())
+    save_file({name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad},
+              temporary / "model.safetensors")
+    save_file(optimizer_tensors, temporary / "optimizer.safetensors")
+    rng_states, torch_rng_state = rng_snapshot()
+    save_file({"torch": torch_rng_state}, temporary / "rng.safetensors")
+    document = {
+        "state": dataclasses.asdict(state),
+        "optimizer": optimizer_values,
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_states,
+        "files": {name: _sha256(temporary / name) for name in _TENSOR_FILES},
+    }
+    (temporary / "state.json").write_text(json.dumps(document), encoding="utf-8")
+    for path in temporary.iterdir():
+        _fsync(path)
+    if final.exists():  # the same step saved before a kill: replace it whole
+        shutil.rmtree(final)
+    os.replace(temporary, final)
+    _fsync(folder)
+    for old in _checkpoints(folder)[KEEP:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_latest_checkpoint(run: Path, model: nn.Module, optimizer, scheduler) -> TrainingState | None:
+    """Restore the newest complete checkpoint into model, optimizer, scheduler and the RNGs.
+
+    Damaged checkpoints are logged and skipped, falling back to older ones; None when there is none.
+    Temporary folders of checkpoints that a kill interrupted are removed.
+    """
+    folder = Path(run) / CHECKPOINTS
+    for unfinished in folder.glob(".*.tmp"):
+        shutil.rmtree(unfinished, ignore_errors=True)
+    for checkpoint in _checkpoints(folder):
+        try:
+            document, tensors = _read_verified(checkpoint)
+        except CorruptCheckpoint as problem:
+            log.warning("checkpoint %s is damaged (%s); trying the one before it", checkpoint.name, problem)
+            continue
+        trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+        if set(tensors["model"]) != trainable:
+            log.warning("checkpoint %s holds other parameters than this run trains; trying the one before it", checkpoint.name)
+            continue
+        model.load_state_dict(tensors["model"], strict=False)
+        optimizer.load_state_dict(_join_optimizer_state(tensors["optimizer"], document["optimizer"]))
+        scheduler.load_state_dict(document["scheduler"])
+        restore_rng(document["rng"], tensors["rng"]["torch"])
+        log.info("resuming from %s", checkpoint.name)
+        return TrainingState(**document["state"])
+    return None
+
+
+def rng_snapshot() -> tuple[dict, torch.Tensor]:
+    """The RNG states as `load_latest_checkpoint` restores them (for restoring after other work)."""
+    python_version, python_state, python_gauss = random.getstate()
+    numpy_state = np.random.get_state()
+    return (
+        {"python": [python_version, list(python_state), python_gauss],
+         "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]]},
+        torch.get_rng_state(),
+    )
+
+
+def restore_rng(states: dict, torch_state: torch.Tensor) -> None:
+    version, python_state, gauss = states["python"]
+    random.setstate((version, tuple(python_state), gauss))
+    name, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(torch_state)
+
+
+def remove_checkpoints(run: Path) -> None:
+    shutil.rmtree(Path(run) / CHECKPOINTS, ignore_errors=True)
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoint folders, newest first (temporary folders start with '.')."""
+    if not folder.is_dir():
+        return []
+    return sorted((path for path in folder.iterdir() if path.name.startswith(_PREFIX)), reverse=True)
+
+
+def _read_verified(checkpoint: Path) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
+    try:
+        document = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+        for name, digest in document["files"].items():
+            if _sha256(checkpoint / name) != digest:
+                raise CorruptCheckpoint(f"{name} does not match its recorded hash")
+        tensors = {name.removesuffix(".safetensors"): load_file(checkpoint / name) for name in _TENSOR_FILES}
+    except CorruptCheckpoint:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+        raise CorruptCheckpoint(f"{type(error).__name__}: {error}") from None
+    return document, tensors
+
+
+def _split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors for safetensors (`state.<param index>.<name>`), everything else for JSON."""
+    tensors, values = {}, {}
+    for index, entries in state_dict["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{index}.{name}"] = value.contiguous()
+            else:
+                values.setdefault(str(index), {})[name] = value
+    return tensors, {"values": values, "param_groups": state_dict["param_groups"]}
+
+
+def _join_optimizer_state(tensors: dict[str, torch.Tensor], document: dict) -> dict:
+    state: dict[int, dict] = {int(index): dict(entries) for index, entries in document["values"].items()}
+    for key, tensor in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = tensor
+    return {"state": state, "param_groups": document["param_groups"]}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

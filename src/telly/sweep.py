@@ -1,0 +1,129 @@
+"""`telly sweep`: full fine-tuning, Telly-K for several K and LoRA, with the same seed, data and budget.
+
+Each variant is an ordinary run folder `OUT/<variant>/` written by `telly.train.finetune`, in a
+process of its own (so its peak memory is its own). A sweep started again skips the variants that
+finished (they have metrics.json) and resumes the others from their last checkpoint. Executors:
+- "local": one variant after another on this machine;
+- "ray": the variants as Ray tasks (Ray must be installed: `pip install 'telly[ray]'`).
+The report (`telly.report.write_sweep_report`) is rebuilt from the run folders at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from telly.config import FinetuneConfig
+from telly.errors import UserError
+
+EXECUTORS = ("local", "ray")
+
+log = logging.getLogger("telly")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # the run folder's name: "full", "k3", "lora"
+    method: str
+    freeze: int
+
+
+def sweep_variants(num_layers: int, ks: str, lora: bool) -> list[Variant]:
+    """Full fine-tuning first, then Telly-K for `ks` ("all" = 0..L-1, or "0,3,5"), then LoRA."""
+    if ks == "all":
+        chosen = list(range(num_layers))
+    else:
+        try:
+            chosen = sorted({int(k) for k in ks.split(",") if k.strip()})
+        except ValueError:
+            raise UserError(f"--ks must be 'all' or comma-separated integers, got {ks!r}") from None
+    for k in chosen:
+        if not 0 <= k <= num_layers - 1:
+            raise UserError(f"--ks: K={k} is out of range for a model with {num_layers} layers (0..{num_layers - 1})")
+    variants = [Variant("full", "telly", -1)] + [Variant(f"k{k}", "telly", k) for k in chosen]
+    return variants + ([Variant("lora", "lora", -1)] if lora else [])
+
+
+def variant_config(base: FinetuneConfig, out: Path, variant: Variant) -> FinetuneConfig:
+    return dataclasses.replace(
+        base, out=str(out / variant.name), method=variant.method, freeze=variant.freeze, resume=True, overwrite=False
+    )
+
+
+def run_sweep(base: FinetuneConfig, out: Path, variants: list[Variant], executor: str = "local") -> list[Path]:
+    """Run every unfinished variant; return the run folders in variant order. Progress goes to the
+    console and to OUT/sweep-log.txt."""
+    from telly.train import run_log
+
+    if executor not in EXECUTORS:
+        raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    out.mkdir(parents=True, exist_ok=True)
+    with run_log(out / "sweep-log.txt", append=True):
+        return _run_variants(base, out, variants, executor)
+
+
+def _run_variants(base: FinetuneConfig, out: Path, variants: list[Variant], executor: str) -> list[Path]:
+    folders = [out / variant.name for variant in variants]
+    pending = [
+        variant_config(base, out, variant)
+        for variant, folder in zip(variants, folders)
+        if not (folder / "metrics.json").is_file()
+    ]
+    for variant, folder in zip(variants, folders):
+        state = "to run" if any(Path(config.out) == folder for config in pending) else "finished earlier, skipped"
+        log.info("sweep variant %s: %s", variant.name, state)
+    if executor == "ray":
+        _run_with_ray(pending)
+    else:
+        for config in pending:
+            _run_in_own_process(config)
+    return folders
+
+
+def _run_in_own_process(config: FinetuneConfig) -> None:
+    process = multiprocessing.get_context("spawn").Process(target=_finetune_entry, args=(config,))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise UserError(f"variant {Path(config.out).name} failed (exit code {process.exitcode}); see {config.out}/log.txt")
+
+
+def _finetune_entry(config: FinetuneConfig) -> None:
+    """A variant's process: a user mistake is one line and exit code 2, as in the CLI."""
+    from telly.train import finetune
+
+    try:
+        finetune(config)
+    except UserError as error:
+        print(f"telly: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _run_with_ray(configs: list[FinetuneConfig]) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--executor ray needs Ray: pip install 'telly[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False)
+    # A whole node per variant, so that concurrent variants never share CPUs and distort each other's timings.
+    node_cpus = min(node["Resources"].get("CPU", 1) for node in ray.nodes() if node["Alive"])
+    remote = ray.remote(num_cpus=node_cpus)(_finetune_for_ray)
+    failures = [message for message in ray.get([remote.remote(config) for config in configs]) if message]
+    if failures:
+        raise UserError("; ".join(failures))
+
+
+def _finetune_for_ray(config: FinetuneConfig) -> str | None:
+    """A Ray task: the variant's error as text (None when it finished), so one failure does not hide the rest."""
+    from telly.train import finetune
+
+    try:
+        finetune(config)
+    except UserError as error:
+        return f"variant {Path(config.out).name}: {error}"
+    return None

@@ -1,0 +1,132 @@
+"""Kill a run at any moment, resume it, and get the uninterrupted run's metrics; damaged checkpoints are skipped."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from telly.checkpoints import CHECKPOINTS, TrainingState, load_latest_checkpoint, save_checkpoint
+from telly.cli import main
+
+
+def finetune_argv(model_dir, data_dir, out, *extra):
+    return [
+        "finetune", "--task", "code-search", "--model", str(model_dir), "--data", str(data_dir), "--out", str(out),
+        "--freeze", "1", "--epochs", "2", "--batch-size", "4", "--lr", "1e-3", "--max-code-len", "48",
+        "--max-nl-len", "24", "--max-eval-examples", "40", "--seed", "5", *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_bert_dir, email_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "whole"
+    assert main(finetune_argv(tiny_bert_dir, email_corpus, out)) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+def same_results(resumed: dict, whole: dict) -> None:
+    assert resumed["test"] == whole["test"]
+    assert resumed["zero_shot_test"] == whole["zero_shot_test"]
+    assert resumed["best_epoch"] == whole["best_epoch"]
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in whole["history"]]
+    assert [h["valid"] for h in resumed["history"]] == [h["valid"] for h in whole["history"]]
+
+
+def start_and_kill(argv, out: Path, after_checkpoint: str, how=signal.SIGKILL) -> int:
+    """Run telly in a subprocess and send it `how` as soon as the named checkpoint exists."""
+    process = subprocess.Popen([sys.executable, "-m", "telly.cli", *argv], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 300
+    while not (out / CHECKPOINTS / after_checkpoint).exists():
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(how)
+    return process.wait(timeout=120)
+
+
+def test_sigkill_mid_epoch_then_resume_gives_the_same_metrics(tiny_bert_dir, email_corpus, tmp_path, uninterrupted):
+    out = tmp_path / "killed"
+    argv = finetune_argv(tiny_bert_dir, email_corpus, out, "--checkpoint-every", "5")
+    assert start_and_kill(argv, out, "step-00000010") == -signal.SIGKILL
+    assert not (out / "metrics.json").exists()
+    assert main([*argv, "--resume"]) == 0
+    same_results(json.loads((out / "metrics.json").read_text()), uninterrupted)
+    assert "resuming from step-" in (out / "log.txt").read_text()
+    assert not (out / CHECKPOINTS).exists()  # a finished run keeps metrics.json and best/ only
+
+
+def test_ctrl_c_then_resume_gives_the_same_metrics(tiny_bert_dir, email_corpus, tmp_path, uninterrupted):
+    out = tmp_path / "interrupted"
+    argv = finetune_argv(tiny_bert_dir, email_corpus, out, "--checkpoint-every", "7")
+    assert start_and_kill(argv, out, "step-00000007", signal.SIGINT) == 130
+    assert main([*argv, "--resume"]) == 0
+    same_results(json.loads((out / "metrics.json").read_text()), uninterrupted)
+
+
+def test_a_damaged_checkpoint_is_reported_and_the_previous_one_used(tiny_bert_dir, email_corpus, tmp_path, uninterrupted, caplog):
+    out = tmp_path / "damaged"
+    argv = finetune_argv(tiny_bert_dir, email_corpus, out, "--checkpoint-every", "4")
+    start_and_kill(argv, out, "step-00000012")
+    newest, previous = sorted((out / CHECKPOINTS).glob("step-*"), reverse=True)[:2]
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a torn write
+    assert main([*argv, "--resume"]) == 0
+    log = (out / "log.txt").read_text()
+    assert f"checkpoint {newest.name} is damaged" in log and f"resuming from {previous.name}" in log
+    same_results(json.loads((out / "metrics.json").read_text()), uninterrupted)
+
+
+def test_resume_of_a_finished_run_returns_its_metrics(tiny_bert_dir, email_corpus, tmp_path):
+    out = tmp_path / "done"
+    argv = finetune_argv(tiny_bert_dir, email_corpus, out, "--epochs", "1")
+    assert main(argv) == 0
+    before = (out / "metrics.json").read_bytes()
+    assert main([*argv, "--resume"]) == 0
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def test_resume_refuses_other_settings(tiny_bert_dir, email_corpus, tmp_path, capsys):
+    out = tmp_path / "changed"
+    argv = finetune_argv(tiny_bert_dir, email_corpus, out, "--epochs", "1")
+    assert main(argv) == 0
+    (out / "metrics.json").unlink()  # as if it had been interrupted
+    assert main([*finetune_argv(tiny_bert_dir, email_corpus, out, "--epochs", "1", "--lr", "5e-4"), "--resume"]) == 2
+    assert "lr: 0.001 -> 0.0005" in capsys.readouterr().err
+
+
+def test_checkpoint_restores_model_optimizer_scheduler_and_random_state(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    model[0].weight.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (step + 1))
+    for _ in range(3):
+        model(torch.randn(5, 4)).sum().backward()
+        optimizer.step()
+        scheduler.step()
+    state = TrainingState(epoch=2, step_in_epoch=1, global_step=3, epoch_losses=[0.5], best_score=0.25)
+    save_checkpoint(tmp_path, model, optimizer, scheduler, state)
+    expected_next = torch.rand(3)
+    expected_weights = {name: p.clone() for name, p in model.state_dict().items()}
+
+    torch.manual_seed(99)
+    fresh = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    fresh[0].load_state_dict(model[0].state_dict())  # the frozen part comes from the pre-trained weights
+    fresh[0].weight.requires_grad_(False)
+    fresh_optimizer = torch.optim.AdamW([p for p in fresh.parameters() if p.requires_grad], lr=0.1)
+    fresh_scheduler = torch.optim.lr_scheduler.LambdaLR(fresh_optimizer, lambda step: 1 / (step + 1))
+    restored = load_latest_checkpoint(tmp_path, fresh, fresh_optimizer, fresh_scheduler)
+
+    assert restored == state
+    assert all(torch.equal(p, expected_weights[name]) for name, p in fresh.state_dict().items())
+    assert torch.equal(torch.rand(3), expected_next)
+    assert fresh_scheduler.get_last_lr() == scheduler.get_last_lr()
+    for old, new in zip(optimizer.state.values(), fresh_optimizer.state.values()):
+        assert all(torch.equal(old[key], new[key]) for key in ("exp_avg", "exp_avg_sq", "step"))

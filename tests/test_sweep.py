@@ -1,0 +1,103 @@
+"""`telly sweep`: variants, the report, skip/resume of a sweep started again, and the Ray executor."""
+
+import json
+
+import pytest
+
+from telly import UserError
+from telly.cli import main
+from telly.report import load_run
+from telly.sweep import Variant, sweep_variants
+
+from conftest import TINY_LAYERS
+
+
+def test_variants_are_full_then_each_k_then_lora():
+    assert sweep_variants(4, "all", lora=True) == [
+        Variant("full", "telly", -1), Variant("k0", "telly", 0), Variant("k1", "telly", 1), Variant("k2", "telly", 2),
+        Variant("k3", "telly", 3), Variant("lora", "lora", -1),
+    ]
+    assert [v.name for v in sweep_variants(6, "5, 3,3", lora=False)] == ["full", "k3", "k5"]
+
+
+@pytest.mark.parametrize("ks, message", [("0,6", r"K=6 is out of range .* \(0\.\.5\)"), ("two", r"--ks must be 'all' or")])
+def test_bad_ks_are_refused(ks, message):
+    with pytest.raises(UserError, match=message):
+        sweep_variants(6, ks, lora=False)
+
+
+def sweep_argv(model_dir, data_dir, out, *extra):
+    return ["sweep", "--task", "code-search", "--model", str(model_dir), "--data", str(data_dir), "--out", str(out),
+            "--ks", "1,3", "--epochs", "2", "--batch-size", "16", "--lr", "1e-3", "--max-code-len", "48",
+            "--max-nl-len", "24", "--max-train-examples", "64", "--max-eval-examples", "32", "--seed", "2", *extra]
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_bert_dir, email_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweeps") / "sweep"
+    assert main(sweep_argv(tiny_bert_dir, email_corpus, out, "--lora")) == 0
+    return out
+
+
+def test_every_variant_ran_with_the_same_data_and_seed(sweep):
+    runs = {name: load_run(sweep / name) for name in ("full", "k1", "k3", "lora")}
+    assert [(run["method"], run["freeze"]) for run in runs.values()] == [("telly", -1), ("telly", 1), ("telly", 3), ("lora", -1)]
+    assert {run["examples"]["train"] for run in runs.values()} == {64}
+    assert {json.loads((sweep / name / "config.json").read_text())["seed"] for name in runs} == {2}
+    # Each variant ran in its own process: a tiny model's run stays far below the parent's memory.
+    assert runs["k3"]["params"]["trainable"] < runs["k1"]["params"]["trainable"] < runs["full"]["params"]["trainable"]
+
+
+def test_report_holds_the_paper_columns_and_plots(sweep):
+    markdown = (sweep / "report.md").read_text()
+    header = markdown.splitlines()[2]
+    for column in ("Δ mrr vs full", "trainable / total params", "s/epoch (1st)", "s/epoch (later)",
+                   "speedup vs full", "best epoch", "peak RSS (MB)"):
+        assert column in header
+    full, k1 = (load_run(sweep / name) for name in ("full", "k1"))
+    k1_row = next(line for line in markdown.splitlines() if line.startswith("| k1 |"))
+    assert f"| {k1['test']['mrr'] - full['test']['mrr']:+.4f} |" in k1_row
+    later = lambda run: sum(run["epoch_seconds"][1:]) / len(run["epoch_seconds"][1:])
+    assert f"| {later(full) / later(k1):.2f}x |" in k1_row
+    assert "<table>" in (sweep / "report.html").read_text() and k1["name"] in (sweep / "report.html").read_text()
+    for plot in ("metric_vs_k.png", "seconds_vs_k.png"):
+        assert (sweep / plot).read_bytes()[:4] == b"\x89PNG"
+    assert [run["name"] for run in json.loads((sweep / "report.json").read_text())["runs"]] == ["full", "k1", "k3", "lora"]
+
+
+def test_a_sweep_started_again_skips_finished_variants_and_reruns_the_rest(sweep, tiny_bert_dir, email_corpus):
+    finished = {name: (sweep / name / "metrics.json").read_bytes() for name in ("full", "k1", "lora")}
+    k3_metrics = load_run(sweep / "k3")
+    (sweep / "k3" / "metrics.json").unlink()  # as if the sweep had been killed during k3
+    assert main(sweep_argv(tiny_bert_dir, email_corpus, sweep, "--lora")) == 0
+    assert {name: (sweep / name / "metrics.json").read_bytes() for name in finished} == finished
+    rerun = load_run(sweep / "k3")
+    assert rerun["test"] == k3_metrics["test"]  # same seed, same result
+    second_start = (sweep / "sweep-log.txt").read_text().split("sweep variant full:")[2]
+    assert second_start.startswith(" finished earlier, skipped") and "sweep variant k3: to run" in second_start
+
+
+def test_report_rebuilds_from_the_run_folders(sweep, tmp_path):
+    assert main(["report", str(sweep), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "report.md").read_text().splitlines()[4:] == (sweep / "report.md").read_text().splitlines()[4:]
+
+
+def test_ray_executor_runs_the_variants_as_ray_tasks(tiny_bert_dir, email_corpus, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        out = tmp_path / "ray-sweep"
+        argv = sweep_argv(tiny_bert_dir, email_corpus, out, "--executor", "ray")
+        argv[argv.index("1,3")] = "3"
+        assert main(argv) == 0
+        assert ray.is_initialized()
+    finally:
+        ray.shutdown()
+    runs = [load_run(out / name) for name in ("full", "k3")]
+    assert [run["freeze"] for run in runs] == [-1, 3]
+    # The same variant gives the same metrics whichever executor ran it.
+    local = tmp_path / "local-sweep"
+    argv = sweep_argv(tiny_bert_dir, email_corpus, local)
+    argv[argv.index("1,3")] = "3"
+    assert main(argv) == 0
+    assert load_run(local / "k3")["test"] == runs[1]["test"]

@@ -117,4 +117,5 @@ def compare_panels(comparisons: list[dict]) -> list:
 
 
 def _label(report: dict) -> str:
-    return f"{report['task']} ({Path(report['run']).name})"
+    name = Path(report["run"]).name
+    return report["task"] if name == report["task"] else f"{report['task']} ({name})"

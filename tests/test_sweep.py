@@ -9,8 +9,6 @@ from telly.cli import main
 from telly.report import load_run
 from telly.sweep import Variant, sweep_variants
 
-from conftest import TINY_LAYERS
-
 
 def test_variants_are_full_then_each_k_then_lora():
     assert sweep_variants(4, "all", lora=True) == [

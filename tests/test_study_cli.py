@@ -155,3 +155,5 @@ def test_freeze_auto_trains_with_the_recommended_k(tiny_bert_dir, email_corpus, 
     frozen_prefixes = ("embeddings.",) + tuple(f"encoder.layer.{i}." for i in range(k)) if k >= 0 else ()
     frozen = sum(p.numel() for n, p in model.named_parameters() if n.startswith(frozen_prefixes))
     assert metrics["params"]["trainable"] == sum(p.numel() for p in model.parameters()) - frozen
+    # The study reads the run with the K it chose.
+    assert main(["compare", "--run", str(out), "--inputs", "5", "--no-feature-cache"]) == 0

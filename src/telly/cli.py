@@ -11,7 +11,6 @@ from pathlib import Path
 
 from telly.config import FinetuneConfig
 from telly.errors import UserError
-from telly.models.load import resolve_model_name
 from telly.study.probe import PROPERTIES
 from telly.sweep import EXECUTORS
 
@@ -164,17 +163,15 @@ def run_probe(args: argparse.Namespace, cache) -> None:
     from telly.data import default_sources
     from telly.study.probe import probe_markdown, run_probe_study
     from telly.study.probe_data import build_probe_set
-    from telly.study.representations import control_model, pretrained_model, read_run_config, run_models
+    from telly.study.representations import control_model, pretrained_model, run_models
 
     if args.run and args.control:
         raise UserError("--run and --control exclude each other: a control is a random model, not a trained one")
     if args.max_length < 8:
         raise UserError(f"--max-length must be at least 8, got {args.max_length}")
     if args.run:
-        run_model = read_run_config(args.run).model
-        if args.model is not None and resolve_model_name(args.model) != resolve_model_name(run_model):
-            raise UserError(f"{args.run} fine-tuned {run_model!r}, not {args.model!r}")
-        model_name, model = run_model, run_models(args.run).finetuned
+        run = run_models(args.run, args.model)
+        model_name, model = run.config.model, run.finetuned
     elif args.control:
         model_name = args.model or "default"
         model = control_model(model_name, args.seed, args.trust_remote_code)

@@ -94,14 +94,8 @@ def _finetune(config: FinetuneConfig, out: Path) -> dict:
     valid, test = valid[: config.max_eval_examples], test[: config.max_eval_examples]
     log.info("data: %d train / %d valid / %d test examples from %s", len(train), len(valid), len(test), config.data)
 
-    pretrained = task.load_pretrained()
-    model = task.build_model(pretrained)
+    model, _ = build_task_model(task, config)
     num_layers = find_backbone(model).num_layers
-    if config.method == "lora":
-        targets = tuple(name for name in config.lora_targets.split(",") if name)
-        apply_lora(model, pretrained, config.lora_rank, config.lora_alpha, targets)
-    else:
-        freeze(model, config.freeze, freeze_decoder=config.freeze_decoder)
     params = param_report(model, model.components())
     variant = f"LoRA r={config.lora_rank}" if config.method == "lora" else f"K={config.freeze}"
     log.info("model: %s, %d layers, %s; %s", config.model, num_layers, variant, params)
@@ -188,6 +182,18 @@ def _finetune(config: FinetuneConfig, out: Path) -> dict:
     write_json(out / "metrics.json", metrics)
     remove_checkpoints(out)  # the run is complete; metrics.json and best/ are what remains
     return metrics
+
+
+def build_task_model(task, config: FinetuneConfig):
+    """`(task model, its pre-trained part)`, with LoRA adapters or the bottom K blocks frozen as configured."""
+    pretrained = task.load_pretrained()
+    model = task.build_model(pretrained)
+    if config.method == "lora":
+        targets = tuple(name for name in config.lora_targets.split(",") if name)
+        apply_lora(model, pretrained, config.lora_rank, config.lora_alpha, targets)
+    else:
+        freeze(model, config.freeze, freeze_decoder=config.freeze_decoder)
+    return model, pretrained
 
 
 # Settings that may differ when a run is resumed: they do not change what the run computes.

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from telly.errors import UserError
-from telly.models.load import resolve_model_name
 from telly.study.representations import (
     FeatureCache,
     RunModels,
@@ -41,13 +40,11 @@ def compare_run(
     `inputs` examples of `split`; `data` replaces the run's data folder (when the run was made
     elsewhere).
     """
-    models = run_models(run)
-    if model is not None and resolve_model_name(model) != resolve_model_name(models.config.model):
-        raise UserError(f"{run} fine-tuned {models.config.model!r}, not {model!r}")
+    models = run_models(run, model)
     sequences = run_inputs(models, inputs, split, data)
     cache = cache or FeatureCache(None)
     layers = [
-        _pooled(study_model, sequences, cache) for study_model in (models.pretrained, models.finetuned)
+        _pooled(study_model, sequences, cache) for study_model in (models.pretrained(), models.finetuned)
     ]
     return {
         "run": str(run),

@@ -27,10 +27,10 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from telly.config import FinetuneConfig
+from telly.config import AUTO, FinetuneConfig
 from telly.errors import UserError
 from telly.files import atomic_open
-from telly.models.load import encoder_class, load_pretrained
+from telly.models.load import encoder_class, load_pretrained, resolve_model_name
 from telly.tasks.encoders import mean_pool
 from telly.train import BEST_CHECKPOINT
 
@@ -59,7 +59,8 @@ def control_model(model: str, seed: int, trust_remote_code: bool = False) -> Stu
 
 
 def read_run_config(run: Path) -> FinetuneConfig:
-    """The configuration of a finished run folder (config.json, metrics.json and the best checkpoint)."""
+    """The configuration of a finished run folder (config.json, metrics.json and the best checkpoint);
+    a run started with `--freeze auto` gets the K it chose."""
     run = Path(run)
     if not run.is_dir():
         raise UserError(f"no such run folder: {run}")
@@ -69,45 +70,46 @@ def read_run_config(run: Path) -> FinetuneConfig:
     try:
         saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
         known = {field.name for field in dataclasses.fields(FinetuneConfig)}
-        return FinetuneConfig(**{name: value for name, value in saved.items() if name in known})
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as error:
+        config = FinetuneConfig(**{name: value for name, value in saved.items() if name in known})
+        if config.freeze == AUTO:
+            config.freeze = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["freeze"]
+        return config
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError, KeyError) as error:
         raise UserError(f"{run / 'config.json'} is not a run configuration: {error}") from None
 
 
 @dataclass
 class RunModels:
-    """A finished run's model before and after fine-tuning, and the task it was trained on."""
+    """A finished run's fine-tuned model, the task it was trained on, and its pre-trained model on request."""
 
-    pretrained: StudyModel
     finetuned: StudyModel
     config: FinetuneConfig
     task: "Task"
 
+    def pretrained(self) -> StudyModel:
+        """The model the run started from, loaded the same way (loaded only when asked for)."""
+        return StudyModel(_input_reader(self.task.load_pretrained()).eval(), self.task.tokenizer, "pre-trained")
 
-def run_models(run: Path) -> RunModels:
-    """The run's pre-trained and fine-tuned models: the same class, loaded as the run loaded it."""
-    from telly.models.lora import apply_lora
+
+def run_models(run: Path, model: str | None = None) -> RunModels:
+    """The run's fine-tuned model, loaded into the structure the run trained (head, LoRA adapters).
+
+    `model`, when given, must name the model the run started from.
+    """
     from telly.tasks import get_task
+    from telly.train import build_task_model
 
     config = read_run_config(run)
+    if model is not None and resolve_model_name(model) != resolve_model_name(config.model):
+        raise UserError(f"{run} fine-tuned {config.model!r}, not {model!r}")
     task = get_task(config.task)(config)
-    reference = _input_reader(task.load_pretrained())
-    tuned_pretrained = task.load_pretrained()
-    model = task.build_model(tuned_pretrained)
-    if config.method == "lora":
-        targets = tuple(name for name in config.lora_targets.split(",") if name)
-        apply_lora(model, tuned_pretrained, config.lora_rank, config.lora_alpha, targets)
+    trained, pretrained = build_task_model(task, config)
     try:
-        load_model(model, str(Path(run) / BEST_CHECKPOINT))
+        load_model(trained, str(Path(run) / BEST_CHECKPOINT))
     except (SafetensorError, RuntimeError, OSError) as error:
         raise UserError(f"cannot load {Path(run) / BEST_CHECKPOINT}: {str(error).splitlines()[0]}") from None
-    tuned = _input_reader(tuned_pretrained)
-    return RunModels(
-        StudyModel(reference.eval(), task.tokenizer, "pre-trained"),
-        StudyModel(tuned.eval(), task.tokenizer, f"fine-tuned ({Path(run).name})"),
-        config,
-        task,
-    )
+    tuned = StudyModel(_input_reader(pretrained).eval(), task.tokenizer, f"fine-tuned ({Path(run).name})")
+    return RunModels(tuned, config, task)
 
 
 def _input_reader(model: nn.Module) -> nn.Module:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from telly import UserError
-from telly.report import comparison_table, load_run
+from telly.report import REPORT_FILES, comparison_table, load_run, write_report
 
 
 def make_run(folder, freeze, seconds, mrr, method="telly", task="code-search"):
@@ -24,11 +24,11 @@ def test_table_rows_and_speedups(tmp_path):
             make_run(tmp_path / "lora", -1, 60.0, 0.65, method="lora")]
     rows = comparison_table(runs).splitlines()
     assert rows[0] == ("| run | variant | zero-shot mrr | mrr | Δ mrr vs full | trainable / total params | s/epoch (1st) | "
-                       "s/epoch (later) | speedup vs full | best epoch | peak RSS (MB) |")
+                       "s/epoch (later) | speedup vs full | best epoch | steps | peak RSS (MB) |")
     # Speedups compare the later epochs (120 / 40, 120 / 60), not the first (130 / 50).
-    assert rows[2] == "| full | full | 0.5000 | 0.7000 | +0.0000 | 0.50M / 2.00M (25.0%) | 130.0 | 120.0 | 1.00x | 2 | 1234 |"
-    assert rows[3] == "| k3 | K=3 | 0.5000 | 0.6900 | -0.0100 | 0.50M / 2.00M (25.0%) | 50.0 | 40.0 | 3.00x | 2 | 1234 |"
-    assert rows[4] == "| lora | LoRA | 0.5000 | 0.6500 | -0.0500 | 0.50M / 2.00M (25.0%) | 70.0 | 60.0 | 2.00x | 2 | 1234 |"
+    assert rows[2] == "| full | full | 0.5000 | 0.7000 | +0.0000 | 0.50M / 2.00M (25.0%) | 130.0 | 120.0 | 1.00x | 2 | n/a | 1234 |"
+    assert rows[3] == "| k3 | K=3 | 0.5000 | 0.6900 | -0.0100 | 0.50M / 2.00M (25.0%) | 50.0 | 40.0 | 3.00x | 2 | n/a | 1234 |"
+    assert rows[4] == "| lora | LoRA | 0.5000 | 0.6500 | -0.0500 | 0.50M / 2.00M (25.0%) | 70.0 | 60.0 | 2.00x | 2 | n/a | 1234 |"
 
 
 def test_single_epoch_runs_compare_their_only_epoch(tmp_path):
@@ -43,3 +43,16 @@ def test_runs_of_different_tasks_are_refused(tmp_path):
     runs = [make_run(tmp_path / "a", -1, 1.0, 0.1), make_run(tmp_path / "b", -1, 1.0, 0.1, task="clone-detection")]
     with pytest.raises(UserError, match="runs of different tasks"):
         comparison_table(runs)
+
+
+def test_time_budget_runs_compare_steps_per_second_and_plot_quality_over_time(tmp_path):
+    """Runs stopped by --time-budget before an epoch ended: the speedup is steps per training second."""
+    full, k3 = make_run(tmp_path / "full", -1, 0.0, 0.7), make_run(tmp_path / "k3", 3, 0.0, 0.69)
+    for run, steps in ((full, 40), (k3, 100)):
+        run.update(epoch_seconds=[], steps=steps, train_seconds=20.0, history=[
+            {"train_seconds": 10.0, "valid": {"mrr": 0.5}}, {"train_seconds": 20.0, "valid": {"mrr": 0.6}}])
+    rows = comparison_table([full, k3]).splitlines()
+    assert rows[3] == "| k3 | K=3 | 0.5000 | 0.6900 | -0.0100 | 0.50M / 2.00M (25.0%) | n/a | n/a | 2.50x | 2 | 100 | 1234 |"
+    write_report([full, k3], tmp_path, "time budget")
+    assert all((tmp_path / name).stat().st_size > 0 for name in REPORT_FILES)
+    assert (tmp_path / "quality_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -58,7 +58,7 @@ def test_report_holds_the_paper_columns_and_plots(sweep):
     later = lambda run: sum(run["epoch_seconds"][1:]) / len(run["epoch_seconds"][1:])
     assert f"| {later(full) / later(k1):.2f}x |" in k1_row
     assert "<table>" in (sweep / "report.html").read_text() and k1["name"] in (sweep / "report.html").read_text()
-    for plot in ("metric_vs_k.png", "seconds_vs_k.png"):
+    for plot in ("metric_vs_k.png", "seconds_vs_k.png", "quality_vs_time.png"):
         assert (sweep / plot).read_bytes()[:4] == b"\x89PNG"
     assert [run["name"] for run in json.loads((sweep / "report.json").read_text())["runs"]] == ["full", "k1", "k3", "lora"]
 

@@ -1,7 +1,8 @@
 """Side-by-side reports of finished runs (quality, parameters, time, memory), read from their metrics.json.
 
 `comparison_table` is the paper's RQ3 table as Markdown; `write_report` adds the same table as JSON
-and HTML, and plots of the selection metric and of seconds per epoch against K.
+and HTML, plots of the selection metric and of seconds per epoch against K, and of validation
+quality against training time (the comparison at equal time that `--time-budget` runs are for).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from telly.errors import UserError
 from telly.files import atomic_write_text, write_json
 
-REPORT_FILES = ("report.md", "report.html", "report.json", "metric_vs_k.png", "seconds_vs_k.png")
+REPORT_FILES = ("report.md", "report.html", "report.json", "metric_vs_k.png", "seconds_vs_k.png", "quality_vs_time.png")
 
 
 def load_run(folder: Path) -> dict:
@@ -62,7 +63,7 @@ def _table_rows(runs: list[dict]) -> list[list[str]]:
     full = next((run for run in runs if variant(run) == "full"), None)
     header = ["run", "variant", f"zero-shot {selection}", *metric_names, f"Δ {selection} vs full",
               "trainable / total params", "s/epoch (1st)", "s/epoch (later)", "speedup vs full", "best epoch",
-              "peak RSS (MB)"]
+              "steps", "peak RSS (MB)"]
     rows = [header]
     for run in runs:
         params = run["params"]
@@ -74,29 +75,34 @@ def _table_rows(runs: list[dict]) -> list[list[str]]:
             *(f"{run['test'][name]:.4f}" for name in metric_names),
             f"{run['test'][selection] - full['test'][selection]:+.4f}" if full else "n/a",
             f"{params['trainable'] / 1e6:.2f}M / {params['total'] / 1e6:.2f}M ({params['percent_trainable']:.1f}%)",
-            f"{first:.1f}",
+            f"{first:.1f}" if first is not None else "n/a",
             f"{later:.1f}" if later is not None else "n/a",
             f"{speedup(full, run):.2f}x" if full else "n/a",
             str(run.get("best_epoch", "n/a")),
+            str(run.get("steps", "n/a")),
             f"{run['peak_rss_mb']:.0f}" if "peak_rss_mb" in run else "n/a",
         ])
     return rows
 
 
-def epoch_seconds(run: dict) -> tuple[float, float | None]:
-    """Seconds of the first epoch, and the mean of the later ones (None with a single epoch)."""
-    seconds = run.get("epoch_seconds") or [run["seconds_per_epoch"]]
-    return seconds[0], (float(np.mean(seconds[1:])) if len(seconds) > 1 else None)
+def epoch_seconds(run: dict) -> tuple[float | None, float | None]:
+    """Seconds of the first epoch, and the mean of the later ones (None where there are none: a
+    time-budget run may stop before an epoch ends)."""
+    seconds = run.get("epoch_seconds") or []
+    return (seconds[0] if seconds else None), (float(np.mean(seconds[1:])) if len(seconds) > 1 else None)
 
 
 def speedup(full: dict, run: dict) -> float:
     """Full fine-tuning's seconds per epoch over the run's: later epochs when both have them (the
-    steady state, after a cache is filled), else the first."""
+    steady state, after a cache is filled), else the first; steps per training second when an
+    epoch is missing (runs stopped by a time budget)."""
     full_first, full_later = epoch_seconds(full)
     first, later = epoch_seconds(run)
     if full_later is not None and later is not None:
         return full_later / later
-    return full_first / first
+    if full_first is not None and first is not None:
+        return full_first / first
+    return (run["steps"] / run["train_seconds"]) / (full["steps"] / full["train_seconds"])
 
 
 def variant(run: dict) -> str:
@@ -114,6 +120,7 @@ def write_report(runs: list[dict], out: Path, title: str) -> str:
     atomic_write_text(out / "report.md", markdown)
     atomic_write_text(out / "report.html", _html(title, rows))
     _plot_against_k(runs, out)
+    _plot_against_time(runs, out)
     return markdown
 
 
@@ -141,10 +148,27 @@ def _plot_against_k(runs: list[dict], out: Path) -> None:
     metric = {"Telly-K (K=-1: full)": (ks, [run["test"][selection] for run in telly_runs])}
     metric |= {"LoRA": (ks, [lora[0]["test"][selection]] * len(ks))} if lora and ks else {}
     firsts, laters = zip(*(epoch_seconds(run) for run in telly_runs)) if telly_runs else ((), ())
-    seconds = {"first epoch": (ks, list(firsts))}
+    seconds = {}
+    if all(first is not None for first in firsts):
+        seconds["first epoch"] = (ks, list(firsts))
     if all(later is not None for later in laters):
         seconds["later epochs"] = (ks, list(laters))
     plot_points(out / "metric_vs_k.png", metric, "K (frozen blocks; -1 = full fine-tuning)", f"test {selection}",
                 f"{runs[0]['task']}: quality vs K")
     plot_points(out / "seconds_vs_k.png", seconds, "K (frozen blocks; -1 = full fine-tuning)", "seconds per epoch",
                 f"{runs[0]['task']}: time vs K")
+
+
+def _plot_against_time(runs: list[dict], out: Path) -> None:
+    """Validation quality at each evaluation against the training seconds spent so far, one line per run."""
+    from telly.study.plots import plot_points
+
+    selection = runs[0]["selection_metric"]
+    series = {
+        run["name"]: ([entry["train_seconds"] for entry in run["history"]],
+                      [entry["valid"][selection] for entry in run["history"]])
+        for run in runs
+        if all("train_seconds" in entry for entry in run.get("history", []))
+    }
+    plot_points(out / "quality_vs_time.png", series, "training seconds (evaluation not counted)",
+                f"valid {selection}", f"{runs[0]['task']}: quality vs training time")

@@ -111,7 +111,7 @@ def test_checkpoint_restores_model_optimizer_scheduler_and_random_state(tmp_path
         model(torch.randn(5, 4)).sum().backward()
         optimizer.step()
         scheduler.step()
-    state = TrainingState(epoch=2, step_in_epoch=1, global_step=3, epoch_losses=[0.5], best_score=0.25)
+    state = TrainingState(epoch=2, step_in_epoch=1, global_step=3, losses_since_evaluation=[0.5], best_score=0.25)
     save_checkpoint(tmp_path, model, optimizer, scheduler, state)
     expected_next = torch.rand(3)
     expected_weights = {name: p.clone() for name, p in model.state_dict().items()}

@@ -44,8 +44,11 @@ class TrainingState:
     epoch: int = 1
     step_in_epoch: int = 0
     global_step: int = 0
-    epoch_losses: list[float] = field(default_factory=list)
+    losses_since_evaluation: list[float] = field(default_factory=list)
     epoch_seconds: float = 0.0  # spent on the epoch in progress so far
+    epoch_durations: list[float] = field(default_factory=list)  # of the finished epochs
+    train_seconds: float = 0.0  # all training so far (evaluation not counted)
+    evaluations_done: int = 0
     history: list[dict] = field(default_factory=list)
     best_score: float = -float("inf")
     best_epoch: int = 0
@@ -53,7 +56,7 @@ class TrainingState:
     zero_shot: dict | None = None
 
     def next_epoch(self) -> None:
-        self.epoch, self.step_in_epoch, self.epoch_losses, self.epoch_seconds = self.epoch + 1, 0, [], 0.0
+        self.epoch, self.step_in_epoch, self.epoch_seconds = self.epoch + 1, 0, 0.0
 
 
 class CorruptCheckpoint(Exception):

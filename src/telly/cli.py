@@ -232,7 +232,8 @@ def run_finetune(args: argparse.Namespace) -> None:
 
     options = {field.name: getattr(args, field.name) for field in dataclasses.fields(FinetuneConfig)}
     metrics = finetune(FinetuneConfig(**options))
-    print(f"wrote {args.out}/metrics.json; test {metrics['selection_metric']} {metrics['test'][metrics['selection_metric']]:.4f}")
+    if metrics is not None:  # None in the other processes of an `accelerate launch` run
+        print(f"wrote {args.out}/metrics.json; test {metrics['selection_metric']} {metrics['test'][metrics['selection_metric']]:.4f}")
 
 
 def run_sweep(args: argparse.Namespace) -> None:

@@ -42,6 +42,10 @@ class FinetuneConfig:
         parse=parse_freeze,
     )
     epochs: int = option(1, "training epochs")
+    time_budget: float | None = option(
+        None, "train for this many seconds (training time; evaluation not counted) instead of --epochs"
+    )
+    time_marks: int = option(4, "--time-budget: validate at this many equal fractions of the budget")
     batch_size: int = option(32, "training batch size")
     eval_batch_size: int = option(64, "evaluation batch size")
     lr: float = option(2e-5, "AdamW learning rate (linear decay to 0)")
@@ -77,7 +81,8 @@ class FinetuneConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "max_code_len", "max_nl_len", "max_target_len",
                      "beam_size", "decoder_layers"):
             _require_positive(name, getattr(self, name))
-        for name in ("max_train_examples", "max_eval_examples"):
+        _require_positive("time_marks", self.time_marks)
+        for name in ("max_train_examples", "max_eval_examples", "time_budget"):
             if getattr(self, name) is not None:
                 _require_positive(name, getattr(self, name))
         if self.method not in METHODS:

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
+from torch.optim.lr_scheduler import LambdaLR
 from transformers import get_linear_schedule_with_warmup
 
 from telly.checkpoints import (
@@ -44,17 +46,27 @@ MAX_GRAD_NORM = 1.0
 log = logging.getLogger("telly")
 
 
-def finetune(config: FinetuneConfig) -> dict:
-    """Fine-tune `config.model` on `config.task`; write `config.out`; return the metrics dict."""
+def finetune(config: FinetuneConfig) -> dict | None:
+    """Fine-tune `config.model` on `config.task`; write `config.out`; return the metrics dict.
+
+    Under `accelerate launch` every process trains its share of each batch; the main process alone
+    writes the run folder, evaluates and returns the metrics (the others return None).
+    """
+    processes = PartialState(cpu=True)
     out = Path(config.out)
+    if not processes.is_main_process:
+        logging.getLogger("telly").setLevel(logging.WARNING)
+        processes.wait_for_everyone()  # until the main process has prepared the run folder
+        return _finetune(config, out, processes)
     if config.resume and (out / "metrics.json").is_file():
         check_same_settings(out, config)
         return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     existed, was_empty = out.exists(), not out.is_dir() or not any(out.iterdir())
     prepare_run_folder(out, overwrite=config.overwrite, resume=config.resume)
+    processes.wait_for_everyone()
     try:
         with run_log(out / "log.txt", append=config.resume):
-            return _finetune(config, out)
+            return _finetune(config, out, processes)
     except UserError:
         # A new run refused at its inputs leaves nothing behind, so the corrected command just works.
         if was_empty:
@@ -68,13 +80,15 @@ def finetune(config: FinetuneConfig) -> dict:
         raise
 
 
-def _finetune(config: FinetuneConfig, out: Path) -> dict:
+def _finetune(config: FinetuneConfig, out: Path, processes: PartialState) -> dict | None:
     task_class = get_task(config.task)
     if config.resume and (out / "config.json").is_file():
         check_same_settings(out, config)
-    else:
+    elif processes.is_main_process:
         write_json(out / "config.json", {**dataclasses.asdict(config), "model_path": resolve_model_name(config.model)})
     auto_freeze = None
+    if config.freeze == AUTO and processes.num_processes > 1:
+        raise UserError("--freeze auto runs in one process; choose K with 'telly recommend', then pass --freeze K")
     if config.freeze == AUTO:
         from telly.study.recommend import Recommendation, recommend_k
 
@@ -103,62 +117,70 @@ def _finetune(config: FinetuneConfig, out: Path) -> dict:
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    total_steps = config.epochs * steps_per_epoch
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total_steps), total_steps)
+    clock = TrainingClock()
+    scheduler = learning_rate_schedule(optimizer, config, steps_per_epoch, clock)
     cache = prefix_cache(task, model, config)
 
     state = load_latest_checkpoint(out, model, optimizer, scheduler) if config.resume else None
     if state is None:
-        zero_shot = None if model.has_new_parts else evaluate_test(task, model, valid, test, "zero-shot")
+        zero_shot = None
+        if processes.is_main_process and not model.has_new_parts:
+            zero_shot = evaluate_test(task, model, valid, test, "zero-shot")
         log.info("zero-shot test: %s", format_metrics(zero_shot) if zero_shot else "skipped (newly initialised parts)")
         state = TrainingState(zero_shot=zero_shot)
     else:
         log.info("resumed at epoch %d, step %d of %d", state.epoch, state.step_in_epoch, steps_per_epoch)
+    clock.seconds_before = state.train_seconds
 
-    for epoch in range(state.epoch, config.epochs + 1):
+    while not training_done(config, state):
         model.train()
-        started = time.perf_counter() - state.epoch_seconds  # a resumed epoch keeps its earlier time
+        clock.start()
         if cache is not None and len(cache) == 0:  # counted in the (first) epoch's time
             rng_states = rng_snapshot()  # filling draws no random numbers, but a resumed run must not depend on it
             fill_batches = tqdm(batches(list(range(len(train))), config.batch_size), desc="caching frozen layers",
                                 leave=False, disable=None)
             cache.fill(model, lambda: [task.loss(model, task.collate([train[i] for i in b])) for b in fill_batches])
             restore_rng(*rng_states)
-            log.info("activation cache: %d sequences after %.1f s", len(cache), time.perf_counter() - started)
-        epoch_batches = batches(epoch_order(len(train), config.seed, epoch), config.batch_size)
+            log.info("activation cache: %d sequences after %.1f s", len(cache), clock.since_start())
+        epoch_batches = batches(epoch_order(len(train), config.seed, state.epoch), config.batch_size)
+        mark_reached = False
         with cache.replaying() if cache is not None else nullcontext():
-            for indices in tqdm(epoch_batches[state.step_in_epoch :], desc=f"epoch {epoch}/{config.epochs}",
+            for indices in tqdm(epoch_batches[state.step_in_epoch :], desc=progress_label(config, state),
                                 leave=False, disable=None):
-                loss = task.loss(model, task.collate([train[i] for i in indices]))
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+                state.losses_since_evaluation.append(train_step(task, model, train, indices, trainable, processes))
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                state.epoch_losses.append(loss.item())
                 state.step_in_epoch += 1
                 state.global_step += 1
+                if config.time_budget is not None:
+                    mark = config.time_budget * (state.evaluations_done + 1) / config.time_marks
+                    mark_reached = processes_agree_on(clock.seconds >= mark, processes)
+                    if mark_reached:
+                        break
                 if config.checkpoint_every and state.global_step % config.checkpoint_every == 0 \
                         and state.step_in_epoch < len(epoch_batches):
-                    state.epoch_seconds = time.perf_counter() - started
-                    save_checkpoint(out, model, optimizer, scheduler, state)
-        seconds = time.perf_counter() - started
+                    so_far = dataclasses.replace(state, epoch_seconds=state.epoch_seconds + clock.since_start(),
+                                                 train_seconds=clock.seconds)
+                    save_checkpoint_on_main(out, model, optimizer, scheduler, so_far, processes)
+        state.epoch_seconds += clock.stop()
+        state.train_seconds = clock.seconds
+        epoch_finished = state.step_in_epoch == len(epoch_batches)
+        if epoch_finished:
+            state.epoch_durations.append(state.epoch_seconds)
+        if mark_reached or (epoch_finished and config.time_budget is None):
+            validate_and_keep_best(task, model, valid, state, out, processes)
+        if epoch_finished:
+            state.next_epoch()
+        save_checkpoint_on_main(out, model, optimizer, scheduler, state, processes)
 
-        scores = evaluate(task, model, valid, f"valid {epoch}")
-        train_loss = float(np.mean(state.epoch_losses))
-        state.history.append({"epoch": epoch, "seconds": seconds, "train_loss": train_loss, "valid": scores})
-        log.info("epoch %d: %.1f s, train loss %.4f, valid %s", epoch, seconds, train_loss, format_metrics(scores))
-        if scores[task.selection_metric] > state.best_score:
-            state.best_score, state.best_epoch, state.best_valid = scores[task.selection_metric], epoch, scores
-            save_model_atomically(model, out / BEST_CHECKPOINT)
-        state.next_epoch()
-        save_checkpoint(out, model, optimizer, scheduler, state)
-
+    if not processes.is_main_process:
+        return None
     load_model(model, str(out / BEST_CHECKPOINT))
     test_scores = evaluate(task, model, test, "test", state.best_valid)
-    log.info("test (best epoch %d): %s", state.best_epoch, format_metrics(test_scores))
+    log.info("test (best %s): %s", "evaluation" if config.time_budget else f"epoch {state.best_epoch}",
+             format_metrics(test_scores))
 
-    epoch_seconds = [entry["seconds"] for entry in state.history]
     metrics = {
         "task": config.task,
         "model": config.model,
@@ -171,9 +193,13 @@ def _finetune(config: FinetuneConfig, out: Path) -> dict:
         "best_epoch": state.best_epoch,
         "selection_metric": task.selection_metric,
         "params": params.to_dict(),
-        "seconds_per_epoch": float(np.mean(epoch_seconds)),
-        "epoch_seconds": epoch_seconds,
-        "steps": total_steps,
+        "seconds_per_epoch": float(np.mean(state.epoch_durations)) if state.epoch_durations else None,
+        "epoch_seconds": state.epoch_durations,
+        "time_budget": config.time_budget,
+        "train_seconds": state.train_seconds,
+        "steps": state.global_step,
+        "epochs_trained": state.global_step / steps_per_epoch,
+        "processes": processes.num_processes,
         "examples": {"train": len(train), "valid": len(valid), "test": len(test)},
         "history": state.history,
         "activation_cache": cache is not None,
@@ -194,6 +220,121 @@ def build_task_model(task, config: FinetuneConfig):
     else:
         freeze(model, config.freeze, freeze_decoder=config.freeze_decoder)
     return model, pretrained
+
+
+class TrainingClock:
+    """Seconds spent training (cache filling included; evaluation and end-of-epoch checkpoints not)."""
+
+    def __init__(self) -> None:
+        self.seconds_before, self._since = 0.0, None
+
+    def start(self) -> None:
+        self._since = time.perf_counter()
+
+    def since_start(self) -> float:
+        return time.perf_counter() - self._since
+
+    def stop(self) -> float:
+        """Stop; returns the seconds since `start`."""
+        lap = self.since_start()
+        self.seconds_before, self._since = self.seconds_before + lap, None
+        return lap
+
+    @property
+    def seconds(self) -> float:
+        return self.seconds_before + (self.since_start() if self._since is not None else 0.0)
+
+
+def learning_rate_schedule(optimizer, config: FinetuneConfig, steps_per_epoch: int, clock: TrainingClock):
+    """Linear warm-up, then linear decay to 0 — over the run's steps, or over its time budget."""
+    if config.time_budget is None:
+        total_steps = config.epochs * steps_per_epoch
+        return get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total_steps), total_steps)
+
+    def factor(_step: int) -> float:
+        progress = min(clock.seconds / config.time_budget, 1.0)
+        if progress < config.warmup_fraction:
+            return progress / config.warmup_fraction
+        return (1 - progress) / (1 - config.warmup_fraction)
+
+    return LambdaLR(optimizer, factor)
+
+
+def training_done(config: FinetuneConfig, state: TrainingState) -> bool:
+    if config.time_budget is not None:
+        return state.evaluations_done >= config.time_marks
+    return state.epoch > config.epochs
+
+
+def progress_label(config: FinetuneConfig, state: TrainingState) -> str:
+    if config.time_budget is not None:
+        return f"epoch {state.epoch} (budget {config.time_budget:g} s)"
+    return f"epoch {state.epoch}/{config.epochs}"
+
+
+def train_step(task, model, train, indices: list[int], trainable, processes: PartialState) -> float:
+    """Forward and backward one batch; returns its loss. Gradients are clipped, not yet applied.
+
+    With several processes each takes its share of the batch, weighted by its size, and the
+    gradients and losses are summed over processes: the arithmetic of one process on the whole
+    batch for losses that average over examples (in-batch negatives come from the share).
+    """
+    share = indices[processes.process_index :: processes.num_processes]
+    loss = torch.zeros(())
+    if share:
+        loss = task.loss(model, task.collate([train[i] for i in share])) * (len(share) / len(indices))
+        loss.backward()
+    loss = loss.detach()
+    if processes.num_processes > 1:
+        loss = sum_over_processes(trainable, loss)
+    torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+    return loss.item()
+
+
+def sum_over_processes(trainable, loss: torch.Tensor) -> torch.Tensor:
+    """All-reduce the gradients and the loss in one message; returns the summed loss.
+
+    Not DistributedDataParallel: tasks call the model more than once per step (queries, then
+    code), which DDP's reducer does not allow; summing the gradients is the same arithmetic.
+    """
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable]
+    flat = torch.cat([grad.reshape(-1) for grad in grads] + [loss.reshape(1)])
+    torch.distributed.all_reduce(flat)
+    for parameter, grad in zip(trainable, torch.split(flat[:-1], [p.numel() for p in trainable])):
+        parameter.grad = grad.view_as(parameter)
+    return flat[-1]
+
+
+def processes_agree_on(flag: bool, processes: PartialState) -> bool:
+    """True in every process when it is true in any (each process reads its own clock)."""
+    if processes.num_processes == 1:
+        return flag
+    vote = torch.tensor([float(flag)])
+    torch.distributed.all_reduce(vote, op=torch.distributed.ReduceOp.MAX)
+    return bool(vote.item())
+
+
+def validate_and_keep_best(task, model, valid, state: TrainingState, out: Path, processes: PartialState) -> None:
+    """At an epoch's end (or a time mark): score valid, record it, keep the best weights."""
+    if processes.is_main_process:
+        scores = evaluate(task, model, valid, f"valid at step {state.global_step}")
+        train_loss = float(np.mean(state.losses_since_evaluation))
+        state.history.append({"epoch": state.epoch, "step": state.global_step, "train_seconds": state.train_seconds,
+                              "train_loss": train_loss, "valid": scores})
+        log.info("epoch %d, step %d, %.1f s of training: train loss %.4f, valid %s", state.epoch, state.global_step,
+                 state.train_seconds, train_loss, format_metrics(scores))
+        if scores[task.selection_metric] > state.best_score:
+            state.best_score, state.best_epoch, state.best_valid = scores[task.selection_metric], state.epoch, scores
+            save_model_atomically(model, out / BEST_CHECKPOINT)
+    state.losses_since_evaluation = []
+    state.evaluations_done += 1
+    processes.wait_for_everyone()
+
+
+def save_checkpoint_on_main(out: Path, model, optimizer, scheduler, state: TrainingState,
+                            processes: PartialState) -> None:
+    if processes.is_main_process:
+        save_checkpoint(out, model, optimizer, scheduler, state)
 
 
 # Settings that may differ when a run is resumed: they do not change what the run computes.

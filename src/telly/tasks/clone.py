@@ -30,7 +30,10 @@ class ClonePair:
 
 
 class PairClassifier(TaskModel):
-    """Encoder + a classification head over [u; v] (dense → tanh → dropout → 2 classes)."""
+    """Encoder + a classification head over [u; v] (dense → tanh → dropout → 2 classes).
+
+    The head's dropout is the encoder's own hidden dropout, as in CodeXGLUE's classification head.
+    """
 
     has_new_parts = True
 
@@ -38,8 +41,9 @@ class PairClassifier(TaskModel):
         super().__init__()
         self.encoder = encoder
         width = encoder.config.hidden_size
+        dropout = getattr(encoder.config, "hidden_dropout_prob", 0.1)  # 0.1 where a config names it otherwise (T5)
         self.head = nn.Sequential(
-            nn.Linear(2 * width, width), nn.Tanh(), nn.Dropout(0.1), nn.Linear(width, 2)
+            nn.Linear(2 * width, width), nn.Tanh(), nn.Dropout(dropout), nn.Linear(width, 2)
         )
 
     def components(self) -> dict[str, nn.Module]:

@@ -1,0 +1,54 @@
+"""--time-budget: train for a fixed training time, validate at equal fractions of it."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from telly.cli import main
+from telly.config import FinetuneConfig
+from telly.train import TrainingClock, learning_rate_schedule
+
+
+def test_a_run_trains_for_its_budget_and_validates_at_each_mark(tiny_bert_dir, email_corpus, tmp_path):
+    out = tmp_path / "budget"
+    budget, marks = 3.0, 3
+    assert main([
+        "finetune", "--task", "code-search", "--model", str(tiny_bert_dir), "--data", str(email_corpus),
+        "--out", str(out), "--freeze", "1", "--batch-size", "8", "--max-code-len", "32", "--max-nl-len", "16",
+        "--max-eval-examples", "20", "--time-budget", str(budget), "--time-marks", str(marks),
+    ]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    history = metrics["history"]
+    assert len(history) == marks
+    for number, entry in enumerate(history, start=1):
+        assert entry["train_seconds"] >= budget * number / marks  # validated once the mark is reached
+    steps = [entry["step"] for entry in history]
+    assert steps == sorted(set(steps)) and steps[-1] == metrics["steps"]
+    steps_per_epoch = math.ceil(metrics["examples"]["train"] / 8)
+    assert metrics["epochs_trained"] == pytest.approx(metrics["steps"] / steps_per_epoch)
+    assert len(metrics["epoch_seconds"]) == int(metrics["epochs_trained"])  # finished epochs only
+    assert metrics["train_seconds"] == history[-1]["train_seconds"]
+    assert metrics["best_epoch"] in {entry["epoch"] for entry in history}
+
+
+@pytest.mark.parametrize("seconds, factor", [(0.0, 0.0), (5.0, 0.5), (10.0, 1.0), (55.0, 0.5), (100.0, 0.0), (150.0, 0.0)])
+def test_the_learning_rate_warms_up_and_decays_over_the_budget(seconds, factor):
+    config = FinetuneConfig(task="code-search", data="d", out="o", lr=1e-3, warmup_fraction=0.1, time_budget=100.0)
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([parameter], lr=config.lr)
+    clock = TrainingClock()
+    schedule = learning_rate_schedule(optimizer, config, steps_per_epoch=10, clock=clock)
+    clock.seconds_before = seconds
+    schedule.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * factor)
+
+
+def test_the_clock_counts_only_while_running():
+    clock = TrainingClock()
+    clock.seconds_before = 5.0
+    assert clock.seconds == 5.0
+    clock.start()
+    lap = clock.stop()
+    assert lap >= 0 and clock.seconds == pytest.approx(5.0 + lap)

@@ -30,7 +30,7 @@ from telly.checkpoints import (
 from telly.config import AUTO, FinetuneConfig
 from telly.errors import UserError
 from telly.files import write_json
-from telly.models.cache import FrozenPrefixCache, cache_supported
+from telly.models.cache import SPILL_FOLDER, FrozenPrefixCache, cache_supported
 from telly.models.freeze import freeze, param_report
 from telly.models.layers import find_backbone
 from telly.models.lora import apply_lora
@@ -118,13 +118,14 @@ def _finetune(config: FinetuneConfig, out: Path) -> dict:
     for epoch in range(state.epoch, config.epochs + 1):
         model.train()
         started = time.perf_counter() - state.epoch_seconds  # a resumed epoch keeps its earlier time
-        if cache is not None and len(cache) == 0:  # counted in the (first) epoch's time
+        if cache is not None and not cache.filled:  # counted in the (first) epoch's time
             rng_states = rng_snapshot()  # filling draws no random numbers, but a resumed run must not depend on it
             fill_batches = tqdm(batches(list(range(len(train))), config.batch_size), desc="caching frozen layers",
                                 leave=False, disable=None)
-            cache.fill(model, lambda: [task.loss(model, task.collate([train[i] for i in b])) for b in fill_batches])
+            counts = cache.fill(model, lambda: [task.loss(model, task.collate([train[i] for i in b])) for b in fill_batches])
             restore_rng(*rng_states)
-            log.info("activation cache: %d sequences after %.1f s", len(cache), time.perf_counter() - started)
+            log.info("activation cache: %d sequences computed, %d reused from %s, after %.1f s", counts.computed,
+                     counts.reused, out / SPILL_FOLDER, time.perf_counter() - started)
         epoch_batches = batches(epoch_order(len(train), config.seed, epoch), config.batch_size)
         with cache.replaying() if cache is not None else nullcontext():
             for indices in tqdm(epoch_batches[state.step_in_epoch :], desc=f"epoch {epoch}/{config.epochs}",
@@ -181,6 +182,7 @@ def _finetune(config: FinetuneConfig, out: Path) -> dict:
     }
     write_json(out / "metrics.json", metrics)
     remove_checkpoints(out)  # the run is complete; metrics.json and best/ are what remains
+    shutil.rmtree(out / SPILL_FOLDER, ignore_errors=True)
     return metrics
 
 
@@ -197,7 +199,7 @@ def build_task_model(task, config: FinetuneConfig):
 
 
 # Settings that may differ when a run is resumed: they do not change what the run computes.
-RESUME_MAY_CHANGE = frozenset({"resume", "overwrite", "checkpoint_every", "eval_batch_size"})
+RESUME_MAY_CHANGE = frozenset({"resume", "overwrite", "checkpoint_every", "eval_batch_size", "cache_memory_mb"})
 
 
 def check_same_settings(out: Path, config: FinetuneConfig) -> None:
@@ -243,7 +245,8 @@ def prefix_cache(task, model, config: FinetuneConfig) -> FrozenPrefixCache | Non
     if not (task.caches_prefix and cache_supported(model)):
         log.info("activation cache: not available for this task and model; frozen layers run every step")
         return None
-    return FrozenPrefixCache(model, config.freeze, task.tokenizer.pad_token_id)
+    return FrozenPrefixCache(model, config.freeze, task.tokenizer.pad_token_id, spill_folder=Path(config.out) / SPILL_FOLDER,
+                             memory_limit=config.cache_memory_mb * 2**20)
 
 
 @torch.no_grad()

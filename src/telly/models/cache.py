@@ -127,7 +127,7 @@ class FrozenPrefixCache:
         self._all_stored = False  # whether every sequence of the current encoder call is stored
         self._encoder_calls = 0  # > 0 while the encoder's own forward runs
         if self.spill_folder is not None:
-            self._fingerprint = prefix_fingerprint(backbone, k)
+            self._fingerprint = prefix_fingerprint(backbone, k)  # now, while no block is swapped for a wrapper
             self._open_shards()
 
     def __len__(self) -> int:

@@ -48,7 +48,7 @@ from telly.models.layers import Backbone, find_backbone
 
 SUPPORTED_FAMILIES = ("bert-like",)
 SPILL_FOLDER = "activation-cache"  # inside the run folder
-SHARD_BYTES = 64 * 2**20  # spilled states are written in shards of about this size
+SHARD_BYTES = 64 * 2**20  # states beyond the memory limit wait in memory until a shard of this size is full
 
 log = logging.getLogger("telly")
 

@@ -1,15 +1,23 @@
-"""The frozen-prefix activation cache is exact: cached and uncached training give the same losses."""
+"""The frozen-prefix activation cache is exact: cached and uncached training give the same losses,
+whether the states stay in memory or are spilled to disk; spilled states are reused only while valid."""
 
 import copy
 import json
+import logging
+import math
 
 import pytest
 import torch
+from safetensors import safe_open
 from transformers import BertConfig, BertModel
 
 from telly import FinetuneConfig, freeze
-from telly.models.cache import FrozenPrefixCache
+from telly.errors import UserError
+from telly.models import cache as cache_module
+from telly.models.cache import FillCounts, FrozenPrefixCache
 from telly.tasks.search import CodeSearchTask, SearchExample
+
+HIDDEN = 32
 
 
 def examples(email_corpus):
@@ -34,14 +42,33 @@ def train_losses(task, model, batches, cache=None):
     return losses
 
 
+def tiny_config(tokenizer) -> BertConfig:
+    return BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=HIDDEN, num_hidden_layers=4, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
+                      attention_probs_dropout_prob=0.0)
+
+
+def tiny_encoder(tokenizer) -> BertModel:
+    torch.manual_seed(0)
+    return BertModel(tiny_config(tokenizer))
+
+
+def search_task(tokenizer, max_code_len=64) -> CodeSearchTask:
+    task = CodeSearchTask(FinetuneConfig(task="code-search", data="-", out="-", max_code_len=max_code_len, max_nl_len=32))
+    task.tokenizer = tokenizer
+    return task
+
+
+def frozen_model(task, encoder, k):
+    model = task.build_model(copy.deepcopy(encoder))
+    freeze(model, k)
+    return model
+
+
 @pytest.mark.parametrize("k", [0, 2, 3])
 def test_cached_training_gives_the_uncached_losses_step_by_step(k, tokenizer, email_corpus):
-    torch.manual_seed(0)
-    encoder = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=4,
-                                   num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
-                                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
-    task = CodeSearchTask(FinetuneConfig(task="code-search", data="-", out="-", max_code_len=64, max_nl_len=32))
-    task.tokenizer = tokenizer
+    encoder = tiny_encoder(tokenizer)
+    task = search_task(tokenizer)
     data = examples(email_corpus)
     batches = [task.collate(data[i : i + 8]) for i in range(0, len(data), 8)]
 
@@ -64,11 +91,7 @@ def test_encoder_side_of_summarization_is_cached_exactly(tokenizer, email_corpus
     """The new decoder embeds its targets with the encoder's embedding module; only encoder calls replay."""
     from telly.tasks.summarize import CodeSummarizationTask
 
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
-    encoder = BertModel(config)
+    encoder = tiny_encoder(tokenizer)
     task = CodeSummarizationTask(FinetuneConfig(task="code-summarization", data="-", out="-", max_code_len=64,
                                                 max_nl_len=16, decoder_layers=2))
     task.tokenizer = tokenizer
@@ -89,3 +112,146 @@ def test_encoder_side_of_summarization_is_cached_exactly(tokenizer, email_corpus
     cache.fill(cached, lambda: [task.loss(cached, batch) for batch in batches])
     assert len(cache) == len({e.source for e in data})  # sources only: targets never went in
     assert train_losses(task, cached, batches * 2, cache) == pytest.approx(expected, abs=1e-5)
+
+
+# Spilling to disk and reusing what was spilled.
+
+
+def fill(cache, task, model, data, size=5) -> FillCounts:
+    return cache.fill(model, lambda: [task.loss(model, task.collate(data[i : i + size])) for i in range(0, len(data), size)])
+
+
+def sequences(tokenizer, data, max_code_len=64) -> set[tuple[int, ...]]:
+    """The distinct token sequences the encoder reads, by tokenizing each text on its own (no padding)."""
+    def ids(text, max_length):
+        return tuple(tokenizer(text, truncation=True, max_length=max_length)["input_ids"])
+
+    return {ids(e.query, 32) for e in data} | {ids(e.code, max_code_len) for e in data}
+
+
+def shards(folder):
+    return sorted(folder.glob("*.safetensors"))
+
+
+def shard_shapes(path) -> list[list[int]]:
+    with safe_open(path, framework="pt") as shard:
+        return [shard.get_slice(name).get_shape() for name in shard.keys()]
+
+
+def spilled_cache(task, model, k, folder, data) -> FrozenPrefixCache:
+    """A filled cache whose every state is in shard files."""
+    cache = FrozenPrefixCache(model, k, task.tokenizer.pad_token_id, spill_folder=folder, memory_limit=0)
+    fill(cache, task, model, data)
+    return cache
+
+
+def count_forwards(block) -> list[int]:
+    calls = []
+    block.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_states_beyond_the_memory_limit_are_spilled_and_replayed_exactly(tokenizer, email_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_module, "SHARD_BYTES", 20_000)
+    encoder, task, data, k = tiny_encoder(tokenizer), search_task(tokenizer), examples(email_corpus), 2
+    batches = [task.collate(data[i : i + 8]) for i in range(0, len(data), 8)]
+    expected = train_losses(task, frozen_model(task, encoder, k), batches * 2)
+
+    wanted = sequences(tokenizer, data)
+    state_bytes = sum(len(ids) for ids in wanted) * HIDDEN * 4  # float32
+    limit = state_bytes // 3
+    model = frozen_model(task, encoder, k)
+    cache = FrozenPrefixCache(model, k, tokenizer.pad_token_id, spill_folder=tmp_path / "spill", memory_limit=limit)
+    assert fill(cache, task, model, data) == FillCounts(reused=0, computed=len(wanted))
+    assert len(cache) == len(wanted)
+    assert 0 < cache.memory_bytes <= limit
+    spilled = [shape for path in shards(tmp_path / "spill") for shape in shard_shapes(path)]
+    assert len(shards(tmp_path / "spill")) > 1
+    assert sum(math.prod(shape) for shape in spilled) * 4 == state_bytes - cache.memory_bytes
+    assert all(shape[1] == HIDDEN for shape in spilled)
+    assert train_losses(task, model, batches * 2, cache) == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_second_cache_on_the_spill_folder_computes_nothing_and_replays_the_same_losses(tokenizer, email_corpus, tmp_path):
+    encoder, task, data, k = tiny_encoder(tokenizer), search_task(tokenizer), examples(email_corpus), 2
+    batches = [task.collate(data[i : i + 8]) for i in range(0, len(data), 8)]
+    expected = train_losses(task, frozen_model(task, encoder, k), batches)
+    spilled_cache(task, frozen_model(task, encoder, k), k, tmp_path, data)
+    written = shards(tmp_path)
+
+    model = frozen_model(task, encoder, k)
+    block_forwards = count_forwards(model.encoder.encoder.layer[0])
+    cache = FrozenPrefixCache(model, k, tokenizer.pad_token_id, spill_folder=tmp_path, memory_limit=0)
+    assert fill(cache, task, model, data) == FillCounts(reused=len(sequences(tokenizer, data)), computed=0)
+    assert block_forwards == []
+    assert shards(tmp_path) == written
+    assert train_losses(task, model, batches, cache) == pytest.approx(expected, abs=1e-5)
+
+
+def test_another_k_recomputes_every_sequence_and_deletes_the_old_shards(tokenizer, email_corpus, tmp_path):
+    encoder, task, data = tiny_encoder(tokenizer), search_task(tokenizer), examples(email_corpus)
+    spilled_cache(task, frozen_model(task, encoder, 2), 2, tmp_path, data)
+    old = shards(tmp_path)
+    model = frozen_model(task, encoder, 1)
+    cache = FrozenPrefixCache(model, 1, tokenizer.pad_token_id, spill_folder=tmp_path, memory_limit=0)
+    assert len(cache) == 0 and not any(path.exists() for path in old)
+    assert fill(cache, task, model, data) == FillCounts(reused=0, computed=len(sequences(tokenizer, data)))
+    assert len(shards(tmp_path)) == 1  # the new K's states
+
+
+def test_another_frozen_weight_recomputes_every_sequence(tokenizer, email_corpus, tmp_path):
+    encoder, task, data, k = tiny_encoder(tokenizer), search_task(tokenizer), examples(email_corpus), 2
+    spilled_cache(task, frozen_model(task, encoder, k), k, tmp_path, data)
+    old = shards(tmp_path)
+    changed = copy.deepcopy(encoder)
+    with torch.no_grad():
+        changed.embeddings.word_embeddings.weight[tokenizer.cls_token_id, 0] += 1e-3
+    model = frozen_model(task, changed, k)
+    cache = FrozenPrefixCache(model, k, tokenizer.pad_token_id, spill_folder=tmp_path, memory_limit=0)
+    assert fill(cache, task, model, data) == FillCounts(reused=0, computed=len(sequences(tokenizer, data)))
+    assert not any(path.exists() for path in old)
+
+
+def test_new_examples_compute_only_their_sequences(tokenizer, email_corpus, tmp_path):
+    encoder, task, data, k = tiny_encoder(tokenizer), search_task(tokenizer), examples(email_corpus), 2
+    spilled_cache(task, frozen_model(task, encoder, k), k, tmp_path, data[:30])
+    before, after = sequences(tokenizer, data[:30]), sequences(tokenizer, data)
+    model = frozen_model(task, encoder, k)
+    cache = FrozenPrefixCache(model, k, tokenizer.pad_token_id, spill_folder=tmp_path, memory_limit=0)
+    counts = fill(cache, task, model, data)
+    assert counts == FillCounts(reused=len(before), computed=len(after - before))
+    assert counts.computed >= 10  # the new examples' code at least
+
+
+def test_another_max_length_computes_only_the_sequences_it_truncates(tokenizer, email_corpus, tmp_path):
+    """The queries of every batch are stored, its code is not: the code must still be computed."""
+    encoder, data, k = tiny_encoder(tokenizer), examples(email_corpus), 2
+    task = search_task(tokenizer, max_code_len=64)
+    spilled_cache(task, frozen_model(task, encoder, k), k, tmp_path, data)
+    shorter = search_task(tokenizer, max_code_len=24)
+    before, after = sequences(tokenizer, data, 64), sequences(tokenizer, data, 24)
+    model = frozen_model(shorter, encoder, k)
+    cache = FrozenPrefixCache(model, k, tokenizer.pad_token_id, spill_folder=tmp_path, memory_limit=0)
+    counts = fill(cache, shorter, model, data)
+    assert counts == FillCounts(reused=len(after & before), computed=len(after - before))
+    assert 0 < counts.computed < len(after)
+
+
+def test_a_damaged_shard_is_computed_again_not_a_crash(tokenizer, email_corpus, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(cache_module, "SHARD_BYTES", 20_000)
+    encoder, task, data, k = tiny_encoder(tokenizer), search_task(tokenizer), examples(email_corpus), 2
+    spilled_cache(task, frozen_model(task, encoder, k), k, tmp_path, data)
+    damaged = shards(tmp_path)[0]
+    lost = len(shard_shapes(damaged))
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # a torn file
+    model = frozen_model(task, encoder, k)
+    with caplog.at_level(logging.WARNING, logger="telly"):
+        cache = FrozenPrefixCache(model, k, tokenizer.pad_token_id, spill_folder=tmp_path, memory_limit=0)
+    assert f"{damaged} is damaged" in caplog.text and not damaged.exists()
+    everything = len(sequences(tokenizer, data))
+    assert fill(cache, task, model, data) == FillCounts(reused=everything - lost, computed=lost)
+
+
+def test_the_memory_limit_must_be_positive():
+    with pytest.raises(UserError, match="--cache-memory-mb must be > 0"):
+        FinetuneConfig(task="code-search", data="-", out="-", cache_memory_mb=0)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from telly.checkpoints import CHECKPOINTS, TrainingState, load_latest_checkpoint, save_checkpoint
 from telly.cli import main
+from telly.models.cache import SPILL_FOLDER
 
 
 def finetune_argv(model_dir, data_dir, out, *extra):
@@ -68,6 +71,23 @@ def test_ctrl_c_then_resume_gives_the_same_metrics(tiny_bert_dir, email_corpus, 
     assert start_and_kill(argv, out, "step-00000007", signal.SIGINT) == 130
     assert main([*argv, "--resume"]) == 0
     same_results(json.loads((out / "metrics.json").read_text()), uninterrupted)
+
+
+def test_a_resumed_run_reuses_the_spilled_activation_cache(tiny_bert_dir, email_corpus, tmp_path, uninterrupted):
+    out = tmp_path / "spilled"
+    argv = finetune_argv(tiny_bert_dir, email_corpus, out, "--checkpoint-every", "5", "--cache-memory-mb", "1")
+    start_and_kill(argv, out, "step-00000005")
+    spilled = 0
+    for shard in (out / SPILL_FOLDER).glob("*.safetensors"):
+        with safe_open(shard, framework="pt") as states:
+            spilled += len(states.keys())
+    assert main([*argv, "--resume"]) == 0
+    fills = re.findall(r"activation cache: (\d+) sequences computed, (\d+) reused", (out / "log.txt").read_text())
+    (first_computed, first_reused), (computed, reused) = [(int(a), int(b)) for a, b in fills]
+    assert first_reused == 0 and 0 < spilled < first_computed
+    assert (computed, reused) == (first_computed - spilled, spilled)  # only the states kept in memory are computed
+    same_results(json.loads((out / "metrics.json").read_text()), uninterrupted)
+    assert not (out / SPILL_FOLDER).exists()  # a finished run removes its spilled states
 
 
 def test_a_damaged_checkpoint_is_reported_and_the_previous_one_used(tiny_bert_dir, email_corpus, tmp_path, uninterrupted, caplog):

@@ -62,6 +62,7 @@ class FinetuneConfig:
     lora_targets: str = option("", "comma-separated module names LoRA adapts (default: the attention projections)")
     freeze_decoder: bool = option(False, "also freeze the pre-trained decoder blocks (T5/CodeT5)")
     no_cache: bool = option(False, "run the frozen layers every step instead of caching their output once")
+    cache_memory_mb: int = option(2048, "MB of activation-cache states kept in memory; the rest spill to OUT/activation-cache/")
     max_train_examples: int | None = option(None, "use only the first N training examples (after shuffling by seed)")
     max_eval_examples: int | None = option(None, "use only the first N valid/test examples")
     auto_freeze_examples: int = option(256, "--freeze auto: training examples of the brief full fine-tuning")
@@ -79,7 +80,7 @@ class FinetuneConfig:
             if not getattr(self, name):
                 raise UserError(f"--{name.replace('_', '-')} is required")
         for name in ("epochs", "batch_size", "eval_batch_size", "max_code_len", "max_nl_len", "max_target_len",
-                     "beam_size", "decoder_layers"):
+                     "beam_size", "decoder_layers", "cache_memory_mb"):
             _require_positive(name, getattr(self, name))
         _require_positive("time_marks", self.time_marks)
         for name in ("max_train_examples", "max_eval_examples", "time_budget"):

@@ -32,7 +32,7 @@ from telly.checkpoints import (
 from telly.config import AUTO, FinetuneConfig
 from telly.errors import UserError
 from telly.files import write_json
-from telly.models.cache import FrozenPrefixCache, cache_supported
+from telly.models.cache import SPILL_FOLDER, FrozenPrefixCache, cache_supported
 from telly.models.freeze import freeze, param_report
 from telly.models.layers import find_backbone
 from telly.models.lora import apply_lora
@@ -119,7 +119,7 @@ def _finetune(config: FinetuneConfig, out: Path, processes: PartialState) -> dic
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     clock = TrainingClock()
     scheduler = learning_rate_schedule(optimizer, config, steps_per_epoch, clock)
-    cache = prefix_cache(task, model, config)
+    cache = prefix_cache(task, model, config, processes)
 
     state = load_latest_checkpoint(out, model, optimizer, scheduler) if config.resume else None
     if state is None:
@@ -135,13 +135,14 @@ def _finetune(config: FinetuneConfig, out: Path, processes: PartialState) -> dic
     while not training_done(config, state):
         model.train()
         clock.start()
-        if cache is not None and len(cache) == 0:  # counted in the (first) epoch's time
+        if cache is not None and not cache.filled:  # counted in the (first) epoch's time
             rng_states = rng_snapshot()  # filling draws no random numbers, but a resumed run must not depend on it
             fill_batches = tqdm(batches(list(range(len(train))), config.batch_size), desc="caching frozen layers",
                                 leave=False, disable=None)
-            cache.fill(model, lambda: [task.loss(model, task.collate([train[i] for i in b])) for b in fill_batches])
+            counts = cache.fill(model, lambda: [task.loss(model, task.collate([train[i] for i in b])) for b in fill_batches])
             restore_rng(*rng_states)
-            log.info("activation cache: %d sequences after %.1f s", len(cache), clock.since_start())
+            log.info("activation cache: %d sequences computed, %d reused from %s, after %.1f s", counts.computed,
+                     counts.reused, cache.spill_folder, clock.since_start())
         epoch_batches = batches(epoch_order(len(train), config.seed, state.epoch), config.batch_size)
         mark_reached = False
         with cache.replaying() if cache is not None else nullcontext():
@@ -207,6 +208,7 @@ def _finetune(config: FinetuneConfig, out: Path, processes: PartialState) -> dic
     }
     write_json(out / "metrics.json", metrics)
     remove_checkpoints(out)  # the run is complete; metrics.json and best/ are what remains
+    shutil.rmtree(out / SPILL_FOLDER, ignore_errors=True)
     return metrics
 
 
@@ -338,7 +340,7 @@ def save_checkpoint_on_main(out: Path, model, optimizer, scheduler, state: Train
 
 
 # Settings that may differ when a run is resumed: they do not change what the run computes.
-RESUME_MAY_CHANGE = frozenset({"resume", "overwrite", "checkpoint_every", "eval_batch_size"})
+RESUME_MAY_CHANGE = frozenset({"resume", "overwrite", "checkpoint_every", "eval_batch_size", "cache_memory_mb"})
 
 
 def check_same_settings(out: Path, config: FinetuneConfig) -> None:
@@ -377,14 +379,22 @@ def save_model_atomically(model: torch.nn.Module, path: Path) -> None:
     os.replace(temporary, path)
 
 
-def prefix_cache(task, model, config: FinetuneConfig) -> FrozenPrefixCache | None:
-    """The activation cache when it applies: something frozen, the task and the model support it."""
+def prefix_cache(task, model, config: FinetuneConfig, processes: PartialState) -> FrozenPrefixCache | None:
+    """The activation cache when it applies: something frozen, the task and the model support it.
+
+    Each process of a multi-process run caches every training sequence (its share of the batches
+    changes every epoch) and spills into its own folder.
+    """
     if config.freeze < 0 or config.no_cache:
         return None
     if not (task.caches_prefix and cache_supported(model)):
         log.info("activation cache: not available for this task and model; frozen layers run every step")
         return None
-    return FrozenPrefixCache(model, config.freeze, task.tokenizer.pad_token_id)
+    spill_folder = Path(config.out) / SPILL_FOLDER
+    if processes.num_processes > 1:
+        spill_folder /= f"process-{processes.process_index}"
+    return FrozenPrefixCache(model, config.freeze, task.tokenizer.pad_token_id, spill_folder=spill_folder,
+                             memory_limit=config.cache_memory_mb * 2**20)
 
 
 @torch.no_grad()

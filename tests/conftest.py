@@ -49,7 +49,7 @@ def tiny_bert_dir(tmp_path_factory, tokenizer):
 @pytest.fixture(scope="session")
 def email_corpus(tmp_path_factory):
     """A small real code-search corpus: the standard library's `email` package (~230 functions)."""
-    from telly.data.python_corpus import build_code_search
+    from telly.data.corpus import build_code_search
 
     folder = tmp_path_factory.mktemp("email-corpus")
     build_code_search([Path(sysconfig.get_paths()["stdlib"]) / "email"], folder, seed=0)

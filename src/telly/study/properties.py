@@ -15,11 +15,13 @@ import io
 import keyword
 import sys
 import tokenize
-
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
 
 # The layout tokens `python_tokens` drops; shared so that both keep exactly the same tokens.
 from telly.data.python_corpus import _LAYOUT_TOKENS
+
+if TYPE_CHECKING:  # transformers is slow to import; data building needs only the properties
+    from transformers import PreTrainedTokenizerBase
 
 LEXICAL_TYPES = ("KEYWORD", "NAME", "NUMBER", "STRING", "OPERATOR")
 

@@ -173,7 +173,8 @@ def sources_and_language(sources: list[Path] | None, language: str | None) -> tu
     from telly.data import detect_language, language_named
 
     if sources:
-        return sources, language or detect_language(sources)
+        # With no source file of any language, Python's reader says what it found missing.
+        return sources, language or detect_language(sources) or "python"
     language = language or "python"
     defaults = language_named(language).default_sources()
     missing = [path for path in defaults if not path.exists()]

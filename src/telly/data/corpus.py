@@ -102,20 +102,13 @@ def language_named(name: str) -> Language:
     return LANGUAGES[name]
 
 
-def detect_language(sources: list[Path]) -> str:
-    """The one language whose files the sources hold (by file name ending)."""
-    found = [
-        name
-        for name, language in LANGUAGES.items()
-        if _source_files(sources, language.suffixes)
-    ]
-    where = ", ".join(map(str, sources))
-    if not found:
-        endings = ", ".join(suffix for language in LANGUAGES.values() for suffix in language.suffixes)
-        raise UserError(f"no source files ({endings}) in {where}")
+def detect_language(sources: list[Path]) -> str | None:
+    """The one language whose files the sources hold (by file name ending); None if none's."""
+    found = [name for name, language in LANGUAGES.items() if _source_files(sources, language.suffixes)]
     if len(found) > 1:
+        where = ", ".join(map(str, sources))
         raise UserError(f"{where} hold files of several languages ({', '.join(found)}); choose one with --language")
-    return found[0]
+    return found[0] if found else None
 
 
 def build_code_search(

@@ -1,5 +1,9 @@
 """The code properties the probes predict, read from Python's own `tokenize` and `ast`.
 
+These are the Python plug-in's (`telly.data.languages.python`); Java and Ruby compute the same
+three properties from tree-sitter trees (`telly.data.languages.tree_sitter`). `align_to_subwords`
+and `complexity_class` serve every language.
+
 Shi et al. (ISSTA 2023) probe four properties; three are computed here from one function's code:
 - lexical: the type of every code token (`lexical_types`), aligned to the model's sub-words
   (`align_to_subwords`);

@@ -17,7 +17,7 @@ STUDY_EVAL ?= 100
 STUDY_FUNCTIONS ?= 2000
 STUDY_INPUTS ?= 1000
 
-.PHONY: demo study test test-slow bench clean
+.PHONY: demo study test test-slow bench clean data-java data-ruby
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,3 +59,18 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs
+
+# Java and Ruby data (README, "Data in other languages"): the JDK's class library sources and
+# Ruby's standard library, installed with apt when missing. The demo above stays Python-only.
+JDK_SRC ?= /usr/lib/jvm/java-17-openjdk-amd64/lib/src.zip
+RUBY_STDLIB ?= /usr/lib/ruby/3.1.0
+DATA ?= runs/data
+DATA_TASKS ?= code-search clone-detection code-generation code-completion
+
+data-java: $(STAMP)
+	test -f $(JDK_SRC) || apt-get install -y openjdk-17-source
+	for task in $(DATA_TASKS); do $(BIN)/telly data build $(JDK_SRC) --task $$task --out $(DATA)/java/$$task || exit 1; done
+
+data-ruby: $(STAMP)
+	test -d $(RUBY_STDLIB) || apt-get install -y ruby
+	for task in $(DATA_TASKS); do $(BIN)/telly data build $(RUBY_STDLIB) --task $$task --out $(DATA)/ruby/$$task || exit 1; done

@@ -49,7 +49,7 @@ def tiny_bert_dir(tmp_path_factory, tokenizer):
 @pytest.fixture(scope="session")
 def email_corpus(tmp_path_factory):
     """A small real code-search corpus: the standard library's `email` package (~230 functions)."""
-    from telly.data.python_corpus import build_code_search
+    from telly.data.corpus import build_code_search
 
     folder = tmp_path_factory.mktemp("email-corpus")
     build_code_search([Path(sysconfig.get_paths()["stdlib"]) / "email"], folder, seed=0)
@@ -68,3 +68,51 @@ def byte_level_tokenizer():
                             special_tokens=["<|endoftext|>"], show_progress=False)
     end = "<|endoftext|>"
     return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=end, eos_token=end, pad_token=end)
+
+
+_VERBS = ("sum", "count", "scale", "clamp", "shift", "mix", "pick", "merge", "trim", "fold")
+_NOUNS = ("price", "weight", "score", "length", "offset", "budget", "margin")
+
+
+def _java_method(file: int, index: int) -> str:
+    verb, noun = _VERBS[(file + index) % len(_VERBS)], _NOUNS[file % len(_NOUNS)]
+    bodies = (
+        f"int total = {file};\n        for (int value : values) {{\n            total += value * {index + 1};\n        }}\n        return total;",
+        f"if (values.length > {index}) {{\n            return values[{index}] - {file};\n        }} else {{\n            return {file} + offset;\n        }}",
+        f"int i = 0;\n        int best = {file};\n        while (i < values.length && best < {100 + index}) {{\n            best = Math.max(best, values[i++]);\n        }}\n        return best;",
+        f"try {{\n            return Integer.parseInt(\"{file}{index}\") + values.length;\n        }} catch (NumberFormatException error) {{\n            return -{index};\n        }}",
+    )
+    return (f"    /**\n     * Returns the {verb} of the {noun} values for case {file} and {index}. More text.\n     */\n"
+            f"    public int {verb}{file}x{index}(int[] values) {{\n        {bodies[(file + index) % 4]}\n    }}\n")
+
+
+def _ruby_method(file: int, index: int) -> str:
+    verb, noun = _VERBS[(file + index) % len(_VERBS)], _NOUNS[file % len(_NOUNS)]
+    bodies = (
+        f"total = {file}\n    values.each {{ |value| total += value * {index + 1} }}\n    total",
+        f"if values.size > {index}\n      values[{index}] - {file}\n    else\n      {file} + @offset\n    end",
+        f"best = {file}\n    values.each do |value|\n      best = value if value > best && best < {100 + index}\n    end\n    best",
+        f"Integer(\"{file}{index}\") + values.size\n  rescue ArgumentError => error\n    -{index}",
+    )
+    return (f"  # Returns the {verb} of the {noun} values for case {file} and {index}.\n"
+            f"  def {verb}_{file}_{index}(values)\n    {bodies[(file + index) % 4]}\n  end\n")
+
+
+@pytest.fixture(scope="session")
+def java_sources(tmp_path_factory):
+    """40 Java files of 4 documented methods each, written here (loops, branches, try/catch)."""
+    folder = tmp_path_factory.mktemp("java-sources")
+    for file in range(40):
+        methods = "\n".join(_java_method(file, index) for index in range(4))
+        (folder / f"Case{file}.java").write_text(f"package demo;\n\npublic class Case{file} {{\n    private int offset;\n\n{methods}}}\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ruby_sources(tmp_path_factory):
+    """40 Ruby files of 4 documented methods each, written here."""
+    folder = tmp_path_factory.mktemp("ruby-sources")
+    for file in range(40):
+        methods = "\n".join(_ruby_method(file, index) for index in range(4))
+        (folder / f"case{file}.rb").write_text(f"class Case{file}\n{methods}end\n")
+    return folder

@@ -8,7 +8,8 @@ import pytest
 
 from telly.data.clones import LENGTH_TOLERANCE, build_clones
 from telly.data.formats import read_bigclonebench
-from telly.data.python_corpus import SPLITS, python_tokens
+from telly.data.corpus import SPLITS
+from telly.data.python_corpus import python_tokens
 from telly.data.rewrite import canonical_form
 from telly.errors import UserError
 

@@ -5,7 +5,8 @@ import textwrap
 import pytest
 
 from telly.data.formats import read_codesearchnet_split, read_jsonl
-from telly.data.python_corpus import SPLITS, build_code_search, extract_functions
+from telly.data.corpus import SPLITS, build_code_search
+from telly.data.python_corpus import extract_functions
 from telly.errors import UserError
 
 SHAPES = '''\

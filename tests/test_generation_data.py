@@ -7,7 +7,7 @@ import pytest
 
 from telly.data.formats import read_concode, read_line_completion
 from telly.data.generation import build_code_generation, build_line_completion
-from telly.data.python_corpus import SPLITS
+from telly.data.corpus import SPLITS
 from telly.errors import UserError
 
 FILES = 20

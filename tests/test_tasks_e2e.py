@@ -115,3 +115,34 @@ def test_code_longer_than_the_models_positions_is_truncated(models, datasets, tm
             str(datasets["clone-detection"]), "--out", str(tmp_path / "run"), "--max-code-len", "500",
             "--max-train-examples", "8", "--max-eval-examples", "8", "--batch-size", "8"]
     assert main(argv) == 0
+
+
+@pytest.fixture(scope="module")
+def other_language_datasets(tmp_path_factory, java_sources, ruby_sources):
+    """Every task's data from the Java and Ruby sources written in conftest."""
+    folders = {}
+    for language, sources in (("java", java_sources), ("ruby", ruby_sources)):
+        for task in ("code-search", "clone-detection", "code-summarization", "code-generation", "code-completion"):
+            folders[task, language] = tmp_path_factory.mktemp(f"{task}-{language}")
+            BUILDERS[task]([sources], folders[task, language], seed=0, language=language)
+    return folders
+
+
+OTHER_LANGUAGE_CASES = {
+    # task, language, model, metric keys
+    "code-search/ruby/bert": ("code-search", "ruby", "bert", {"mrr", "r@1", "r@5", "r@10"}),
+    "clone-detection/java/bert": ("clone-detection", "java", "bert", {"precision", "recall", "f1", "threshold"}),
+    "code-summarization/ruby/t5": ("code-summarization", "ruby", "t5", {"bleu"}),
+    "code-generation/java/bert": ("code-generation", "java", "bert", {"bleu", "exact_match"}),
+    "code-completion/java/gpt2": ("code-completion", "java", "gpt2", {"exact_match", "edit_similarity"}),
+}
+
+
+@pytest.mark.parametrize("case", list(OTHER_LANGUAGE_CASES))
+def test_task_end_to_end_on_java_and_ruby(case, models, other_language_datasets, tmp_path):
+    task, language, model_name, metric_keys = OTHER_LANGUAGE_CASES[case]
+    metrics = finetune(task, models[model_name], other_language_datasets[task, language], tmp_path / "run")
+    assert set(metrics["test"]) == metric_keys
+    losses = [epoch["train_loss"] for epoch in metrics["history"]]
+    assert losses[1] < losses[0]
+    assert (tmp_path / "run" / "best" / "model.safetensors").is_file()

@@ -48,8 +48,15 @@ def add_config_options(parser: argparse.ArgumentParser, config_class, exclude: f
             )
 
 
+def add_language_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--language", choices=["python", "java", "ruby"], help="the sources' language (default: told by "
+                        "the file name endings of the sources; Python's standard library when none are given)")
+
+
 def add_build_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sources", nargs="*", type=Path, help="source folders or files (default: this Python's standard library)")
+    parser.add_argument("sources", nargs="*", type=Path, help="source folders, files or .zip archives (default: the "
+                        "language's standard sources: this Python's standard library, the JDK's src.zip, Ruby's stdlib)")
+    add_language_option(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split by file (default: 0)")
     parser.set_defaults(handler=run_data_build)
@@ -61,7 +68,7 @@ def build_parser() -> Parser:
 
     data = commands.add_parser("data", help="build datasets from real source code")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
-    build = data_commands.add_parser("build", help="a task's train/valid/test files from Python source")
+    build = data_commands.add_parser("build", help="a task's train/valid/test files from Python, Java or Ruby source")
     add_build_options(build)
     build.add_argument("--task", default="code-search", help="the task to build for (default: code-search): "
                        "CodeSearchNet for code-search/code-summarization, BigCloneBench for clone-detection, "
@@ -80,7 +87,9 @@ def build_parser() -> Parser:
     probe.add_argument("--control", action="store_true", help="probe a randomly initialised model of the same architecture")
     probe.add_argument("--property", default="all", choices=[*PROPERTIES, "all"], help="the property to probe (default: all)")
     probe.add_argument("--functions", type=int, default=2000, help="functions to probe with, 20%% of them held out for testing (default: 2000)")
-    probe.add_argument("--sources", type=Path, nargs="+", help="Python source folders or files (default: this Python's standard library)")
+    probe.add_argument("--sources", type=Path, nargs="+", help="source folders, files or .zip archives (default: the "
+                       "language's standard sources)")
+    add_language_option(probe)
     probe.add_argument("--max-length", type=int, default=256, help="max sub-word tokens per function (default: 256)")
     add_study_options(probe, default_out=None)
     probe.set_defaults(run_command=run_probe)
@@ -159,8 +168,23 @@ def write_results(out: Path, name: str, report: dict, markdown: str, panels, tit
     print(f"wrote {out}/{name}.json, .md and .png")
 
 
+def sources_and_language(sources: list[Path] | None, language: str | None) -> tuple[list[Path], str]:
+    """The sources to read and their language: either may be left out, never both chosen wrongly."""
+    from telly.data import detect_language, language_named
+
+    if sources:
+        # With no source file of any language, Python's reader says what it found missing.
+        return sources, language or detect_language(sources) or "python"
+    language = language or "python"
+    defaults = language_named(language).default_sources()
+    missing = [path for path in defaults if not path.exists()]
+    if missing:
+        raise UserError(f"no {language} sources given and the default {missing[0]} is missing "
+                        f"(install it with 'make data-{language}', or pass source folders)")
+    return defaults, language
+
+
 def run_probe(args: argparse.Namespace, cache) -> None:
-    from telly.data import default_sources
     from telly.study.probe import probe_markdown, run_probe_study
     from telly.study.probe_data import build_probe_set
     from telly.study.representations import control_model, pretrained_model, run_models
@@ -178,7 +202,8 @@ def run_probe(args: argparse.Namespace, cache) -> None:
     else:
         model_name = args.model or "default"
         model = pretrained_model(model_name, args.trust_remote_code)
-    probe_set = build_probe_set(args.sources or default_sources(), args.functions, args.seed)
+    sources, language = sources_and_language(args.sources, args.language)
+    probe_set = build_probe_set(sources, args.functions, args.seed, language=language)
     properties = PROPERTIES if args.property == "all" else (args.property,)
     report = run_probe_study(model, model_name, probe_set, properties, max_length=args.max_length, seed=args.seed, cache=cache)
     panels = [
@@ -218,13 +243,14 @@ def run_recommend(args: argparse.Namespace) -> None:
 
 
 def run_data_build(args: argparse.Namespace) -> None:
-    from telly.data import BUILDERS, default_sources
+    from telly.data import BUILDERS
 
     if args.task not in BUILDERS:
         raise UserError(f"unknown task {args.task!r}; choose one of: {', '.join(BUILDERS)}")
-    summary = BUILDERS[args.task](args.sources or default_sources(), args.out, seed=args.seed)
+    sources, language = sources_and_language(args.sources, args.language)
+    summary = BUILDERS[args.task](sources, args.out, seed=args.seed, language=language)
     print(summary)
-    print(f"wrote {args.task} data to {args.out}")
+    print(f"wrote {args.task} {language} data to {args.out}")
 
 
 def run_finetune(args: argparse.Namespace) -> None:

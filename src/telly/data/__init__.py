@@ -1,13 +1,14 @@
 """Datasets from real source code, and readers for the official formats.
 
-`BUILDERS` maps each task to the function that writes its data set from Python source trees.
+`BUILDERS` maps each task to the function that writes its data set from source trees
+of any language in `telly.data.languages.LANGUAGES` (`language="java"`; Python by default).
 """
 
 from __future__ import annotations
 
 from telly.data.clones import build_clones
 from telly.data.generation import build_code_generation, build_line_completion
-from telly.data.python_corpus import build_code_search, default_sources
+from telly.data.corpus import build_code_search, detect_language, language_named
 
 BUILDERS = {
     "code-search": build_code_search,
@@ -17,4 +18,4 @@ BUILDERS = {
     "code-completion": build_line_completion,
 }
 
-__all__ = ["BUILDERS", "default_sources"]
+__all__ = ["BUILDERS", "detect_language", "language_named"]

@@ -1,10 +1,10 @@
-"""A BigCloneBench-format clone detection data set built from real Python functions.
+"""A BigCloneBench-format clone detection data set built from real functions.
 
-Every function with at least MIN_STATEMENTS statements (documented or not; a docstring is cut out)
-is paired twice, always as (original, rewritten function):
-- label 1 with its own rewrite (`telly.data.rewrite`: renamed locals, normalised layout, the name
-  of another function of the split, and some of for->while, reordered independent assignments,
-  swapped if/else, `x += 1` <-> `x = x + 1`);
+Every function with at least MIN_STATEMENTS statements (documented or not; a doc comment is cut
+out) is paired twice, always as (original, rewritten function):
+- label 1 with its own rewrite by the language plug-in (renamed locals, changed layout, the name of
+  another function of the split; for Python (`telly.data.rewrite`) also some of for->while,
+  reordered independent assignments, swapped if/else, `x += 1` <-> `x = x + 1`);
 - label 0 with the rewrite of another function of the same split and similar length (token count
   within LENGTH_TOLERANCE, drawn from the NEGATIVE_CHOICES nearest lengths) that is not the same
   code up to names, layout and comments.
@@ -21,15 +21,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from telly.data.corpus import SPLITS, TaskDataSummary, check_output_dir, read_split_corpus
 from telly.data.formats import write_bigclonebench
-from telly.data.python_corpus import (
-    SPLITS,
-    PythonFunction,
-    TaskDataSummary,
-    check_output_dir,
-    read_split_corpus,
-)
-from telly.data.rewrite import REWRITE_KINDS, Rewrite, rewrite_function
+from telly.data.language import CodeFunction, Language
+from telly.data.rewrite import Rewrite
 
 MIN_STATEMENTS = 3
 LENGTH_TOLERANCE = 0.2
@@ -39,16 +34,17 @@ NEGATIVE_CHOICES = 5
 @dataclass
 class CloneBuildSummary(TaskDataSummary):
     rewrites: dict[str, int]  # functions changed by each kind of rewrite
+    rewrite_kinds: tuple[str, ...]  # every kind the language's rewrites have
 
     def __str__(self) -> str:
-        applied = ", ".join(f"{self.rewrites.get(kind, 0):,} {kind}" for kind in REWRITE_KINDS)
+        applied = ", ".join(f"{self.rewrites.get(kind, 0):,} {kind}" for kind in self.rewrite_kinds)
         return f"{super().__str__()}; rewrites: {applied}"
 
 
 @dataclass(frozen=True)
 class _Clone:
     idx: str  # the original's; its rewrite's is _rewrite_idx(idx)
-    function: PythonFunction
+    function: CodeFunction
     rewrite: Rewrite
     length: int  # tokens of the original
 
@@ -59,6 +55,7 @@ def build_clones(
     seed: int = 0,
     valid_fraction: float = 0.1,
     test_fraction: float = 0.1,
+    language: str = "python",
 ) -> CloneBuildSummary:
     """Write `data.jsonl`, `train.txt`, `valid.txt` and `test.txt` (BigCloneBench format).
 
@@ -74,13 +71,14 @@ def build_clones(
         test_fraction,
         require_docstring=False,
         min_statements=MIN_STATEMENTS,
+        language=language,
     )
     left_out: Counter[str] = Counter()
     rewrites: Counter[str] = Counter()
     functions: dict[str, str] = {}
     pairs_by_split = {}
     for split in SPLITS:
-        clones = list(_clones(corpus.functions(split), seed, functions, left_out))
+        clones = list(_clones(corpus.language, corpus.functions(split), seed, functions, left_out))
         rewrites.update(kind for clone in clones for kind in clone.rewrite.applied)
         pairs_by_split[split] = _pairs(clones, random.Random(f"{seed}:{split}"), left_out)
     write_bigclonebench(out_dir, functions, pairs_by_split)
@@ -90,11 +88,16 @@ def build_clones(
         split_records={split: len(pairs) for split, pairs in pairs_by_split.items()},
         left_out=dict(left_out),
         rewrites=dict(rewrites),
+        rewrite_kinds=corpus.language.rewrite_kinds,
     )
 
 
 def _clones(
-    functions: list[PythonFunction], seed: int, data: dict[str, str], left_out: Counter[str]
+    language: Language,
+    functions: list[CodeFunction],
+    seed: int,
+    data: dict[str, str],
+    left_out: Counter[str],
 ) -> Iterator[_Clone]:
     """Each function with its rewrite, both added to `data` under fresh idx values.
 
@@ -104,7 +107,7 @@ def _clones(
     for function in functions:
         # Seeded by the code too, so a function's rewrite does not depend on the files around it.
         rng = random.Random(f"{seed}:{function.code}")
-        rewrite = rewrite_function(function.code, rng, function_names=names)
+        rewrite = language.rewrite(function.code, rng, function_names=names)
         if rewrite is None:
             left_out["rewrite does not parse"] += 1
         elif rewrite.code == function.code:

@@ -1,49 +1,50 @@
-"""Code generation (CONCODE-style) and line-level completion (CodeXGLUE-style) data from Python.
+"""Code generation (CONCODE-style) and line-level completion (CodeXGLUE-style) data from real code.
 
 Both start from the functions `read_split_corpus` reads, split by source file, and write
-`train.jsonl`, `valid.jsonl` and `test.jsonl`. Code is normalised with `ast.unparse` (one layout,
-4-space indents, no comments, no blank lines; the docstring cut out), so targets hold code only.
+`train.jsonl`, `valid.jsonl` and `test.jsonl`. The language plug-in gives each function's
+signature and body, and its lines (`telly.data.languages`); the records are built here alike for
+every language.
 
 Code generation, one record per documented function: `{"nl": ..., "code": ...}` where
-    nl   = "<docstring's first paragraph, whitespace collapsed> signature: <def line>"
-           e.g. "Return the sum of the items. signature: def total(items, start=0):"
-           (the def line normalised to one line, decorators left out)
-    code = the function's body without the docstring, dedented to column 0, lines joined by "\\n".
+    nl   = "<doc summary, whitespace collapsed> signature: <the signature>"
+    code = the function's body.
+Python normalises code with `ast.unparse` (one layout, 4-space indents, no comments, no blank
+lines; the docstring cut out): signature "def total(items, start=0):" (decorators left out), code
+the body dedented to column 0, lines joined by "\\n". Java and Ruby write both as their tokens
+joined by single spaces, as CONCODE does.
 
 Line completion, one record per function (documented or not): `{"input": ..., "gt": ...}` where
     input = "<s> " + " <EOL> ".join(the lines before the cut) + " <EOL>"
-            (each line keeps its indentation, so "<s> def f(x): <EOL>     y = x <EOL>")
     gt    = the line after the cut, stripped of its indentation.
-The cut falls after a seeded random line, never before the first. Training data has the same form
-(one cut per function), so a causal language model can train on `input` followed by `gt`.
+Python lines keep their indentation ("<s> def f(x): <EOL>     y = x <EOL>"); Java and Ruby lines
+are their tokens joined by spaces with literals replaced by <STR_LIT>, <NUM_LIT> and <CHAR_LIT>,
+as CodeXGLUE's Java corpus is. The cut falls after a seeded random line, never before the first.
+Training data has the same form (one cut per function), so a causal language model can train on
+`input` followed by `gt`.
 """
 
 from __future__ import annotations
 
-import ast
-import copy
 import random
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from telly.data.formats import write_jsonl
-from telly.data.python_corpus import (
+from telly.data.corpus import (
     SPLITS,
-    PythonFunction,
     SplitCorpus,
     TaskDataSummary,
     check_output_dir,
-    docstring_summary,
     read_split_corpus,
 )
+from telly.data.formats import write_jsonl
+from telly.data.language import CodeFunction
 
 LINE_START = "<s>"
 LINE_END = "<EOL>"
 
-_FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
 # A record, or the reason the function gives none.
-_MakeRecord = Callable[[PythonFunction, _FunctionNode], dict | str]
+_MakeRecord = Callable[[CodeFunction], dict | str]
 
 
 def build_code_generation(
@@ -52,11 +53,20 @@ def build_code_generation(
     seed: int = 0,
     valid_fraction: float = 0.1,
     test_fraction: float = 0.1,
+    language: str = "python",
 ) -> TaskDataSummary:
     """Write CONCODE-style `{"nl", "code"}` JSON lines for every documented function."""
     out_dir = check_output_dir(out_dir)
-    corpus = read_split_corpus(sources, seed, valid_fraction, test_fraction)
-    return _write_records(corpus, out_dir, _generation_record)
+    corpus = read_split_corpus(sources, seed, valid_fraction, test_fraction, language=language)
+
+    def record(function: CodeFunction) -> dict | str:
+        example = corpus.language.generation_example(function)
+        if isinstance(example, str):
+            return example
+        signature, body = example
+        return {"nl": f"{function.summary} signature: {signature}", "code": body}
+
+    return _write_records(corpus, out_dir, record)
 
 
 def build_line_completion(
@@ -65,6 +75,7 @@ def build_line_completion(
     seed: int = 0,
     valid_fraction: float = 0.1,
     test_fraction: float = 0.1,
+    language: str = "python",
 ) -> TaskDataSummary:
     """Write CodeXGLUE-style `{"input", "gt"}` JSON lines, one cut per function.
 
@@ -72,27 +83,26 @@ def build_line_completion(
     """
     out_dir = check_output_dir(out_dir)
     corpus = read_split_corpus(
-        sources, seed, valid_fraction, test_fraction, require_docstring=False
+        sources, seed, valid_fraction, test_fraction, require_docstring=False, language=language
     )
 
-    def record(function: PythonFunction, node: _FunctionNode) -> dict | str:
-        return _completion_record(node, random.Random(f"{seed}:{function.code}"))
+    def record(function: CodeFunction) -> dict | str:
+        lines = corpus.language.completion_lines(function)
+        if isinstance(lines, str):
+            return lines
+        return _completion_record(lines, random.Random(f"{seed}:{function.code}"))
 
     return _write_records(corpus, out_dir, record)
 
 
 def _write_records(corpus: SplitCorpus, out_dir: Path, make_record: _MakeRecord) -> TaskDataSummary:
-    """One record per function with a body, `{split}.jsonl` per split; what was left out, why."""
+    """One record per function that gives one, `{split}.jsonl` per split; what was left out, why."""
     left_out: Counter[str] = Counter()
     split_records = {}
     for split in SPLITS:
         records = []
         for function in corpus.functions(split):
-            node = ast.parse(function.code).body[0]
-            try:
-                record = "empty body" if _is_empty(node.body) else make_record(function, node)
-            except RecursionError:
-                record = "too deep to unparse"
+            record = make_record(function)
             if isinstance(record, str):
                 left_out[record] += 1
             else:
@@ -102,29 +112,9 @@ def _write_records(corpus: SplitCorpus, out_dir: Path, make_record: _MakeRecord)
     return TaskDataSummary(corpus.summary, "examples", split_records, dict(left_out))
 
 
-def _is_empty(body: list[ast.stmt]) -> bool:
-    """A body of only `pass` or `...`: nothing to generate or complete."""
-    return all(
-        isinstance(statement, ast.Pass)
-        or (isinstance(statement, ast.Expr) and getattr(statement.value, "value", None) is ...)
-        for statement in body
-    )
-
-
-def _generation_record(function: PythonFunction, node: _FunctionNode) -> dict:
-    nl = f"{docstring_summary(function.docstring)} signature: {_signature(node)}"
-    return {"nl": nl, "code": ast.unparse(ast.Module(body=node.body, type_ignores=[]))}
-
-
-def _signature(node: _FunctionNode) -> str:
-    """The def line, normalised to one line: `def total(items, start=0) -> int:`."""
-    header = copy.copy(node)
-    header.decorator_list, header.body, header.type_comment = [], [ast.Pass()], None
-    return ast.unparse(header).split("\n", 1)[0]
-
-
-def _completion_record(node: _FunctionNode, rng: random.Random) -> dict | str:
-    lines = [line for line in ast.unparse(node).split("\n") if line.strip()]
+def _completion_record(lines: list[str], rng: random.Random) -> dict | str:
+    if len(lines) < 2:
+        return "a single line"  # nothing before the line to complete
     if any(marker in line for line in lines for marker in (LINE_START, LINE_END)):
         return f"code contains {LINE_START} or {LINE_END}"
     cut = rng.randrange(1, len(lines))  # at least the first line is given

@@ -1,47 +1,22 @@
-"""A CodeSearchNet-format code search corpus built from real Python source files.
+"""Functions and their docstrings from Python source, read with Python's own `ast` and `tokenize`.
 
-Every documented function (top level, method or nested) becomes one record: its code without the
-docstring, the docstring's first paragraph as the natural-language query, and the tokens of both.
-The default source is the running interpreter's standard library, so the corpus can be built
-offline. Splits are made by source file, so no file's functions appear in two splits.
-
-`read_split_corpus` is that reading and splitting on its own; the builders of the other tasks'
-data (`telly.data.clones`, `telly.data.generation`) start from it.
+Every function (top level, method or nested) becomes one `CodeFunction`: its code without the
+docstring, the docstring's first paragraph as the natural-language summary, and the tokens of
+both. This is the Python plug-in's extraction (`telly.data.languages.python`).
 """
 
 from __future__ import annotations
 
 import ast
-import functools
 import io
-import os
-import random
 import re
-import sys
-import sysconfig
 import tokenize
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 
-from tqdm import tqdm
-
-from telly.data.formats import write_jsonl
-from telly.errors import UserError
-
-# A docstring whose first paragraph has fewer words is not a usable query ("Return x.").
-MIN_DOCSTRING_WORDS = 3
-
-# Directories never walked. Test code seldom has docstrings, and the standard library's test
-# directories hold deliberately broken or odd files; site-packages is third-party code.
-SKIPPED_DIR_NAMES = frozenset({"__pycache__", "site-packages", "test", "tests", "idle_test"})
-
-SPLITS = ("train", "valid", "test")
+from telly.data.language import MIN_DOCSTRING_WORDS, CodeFunction, summary_tokens
 
 _FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
 
-_WORD_OR_PUNCTUATION = re.compile(r"[\w]+|[^\s\w]")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _LAYOUT_TOKENS = frozenset(
     {
@@ -56,46 +31,9 @@ _LAYOUT_TOKENS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class PythonFunction:
-    """One documented function, ready to become a CodeSearchNet record."""
-
-    path: str  # relative to the source root, with "/" separators
-    func_name: str  # qualified: "Class.method", "outer.inner"
-    code: str  # source without the docstring, dedented
-    original_string: str  # source with the docstring, dedented
-    docstring: str  # the whole docstring, cleaned with inspect.cleandoc
-    code_tokens: tuple[str, ...]
-    docstring_tokens: tuple[str, ...]  # of the docstring's first paragraph
-
-    @property
-    def name(self) -> str:
-        """The name in the `def` line: `func_name` without its class or outer function."""
-        return self.func_name.rsplit(".", 1)[-1]
-
-    def to_codesearchnet(self, repo: str, partition: str = "") -> dict:
-        """A record with every CodeSearchNet field, in the official order.
-
-        `url` is empty: a function read from a local file has no public address.
-        """
-        return {
-            "repo": repo,
-            "path": self.path,
-            "func_name": self.func_name,
-            "original_string": self.original_string,
-            "language": "python",
-            "code": self.code,
-            "code_tokens": list(self.code_tokens),
-            "docstring": self.docstring,
-            "docstring_tokens": list(self.docstring_tokens),
-            "url": "",
-            "partition": partition,
-        }
-
-
 def extract_functions(
     source: str, path: str, require_docstring: bool = True, min_statements: int = 0
-) -> list[PythonFunction]:
+) -> list[CodeFunction]:
     """Every function in `source` whose docstring's first paragraph has enough words.
 
     With `require_docstring=False`, every function, documented or not (a docstring is still cut
@@ -155,7 +93,7 @@ def _function_from_node(
     qualified_name: str,
     docstring: str | None,
     first_paragraph: str,
-) -> PythonFunction | None:
+) -> CodeFunction | None:
     first_line = node.decorator_list[0].lineno if node.decorator_list else node.lineno
     function_lines = _dedent(lines[first_line - 1 : node.end_lineno])
     if docstring is None:
@@ -169,14 +107,16 @@ def _function_from_node(
         ast.parse(code)
     except SyntaxError:
         return None  # a layout the line-based cut does not handle; never emit broken code
-    return PythonFunction(
+    return CodeFunction(
+        language="python",
         path=path,
         func_name=qualified_name,
         code=code,
         original_string="\n".join(function_lines),
         docstring=docstring or "",
+        summary=first_paragraph,
         code_tokens=tuple(python_tokens(code)),
-        docstring_tokens=tuple(_WORD_OR_PUNCTUATION.findall(first_paragraph)),
+        docstring_tokens=summary_tokens(first_paragraph),
     )
 
 
@@ -224,256 +164,3 @@ def python_tokens(code: str) -> list[str]:
     """Python's own tokens of `code`, without comments and layout (newlines, indentation)."""
     tokens = tokenize.generate_tokens(io.StringIO(code).readline)
     return [token.string for token in tokens if token.type not in _LAYOUT_TOKENS]
-
-
-@dataclass
-class BuildSummary:
-    """What a builder read, kept and dropped, and how the kept functions were split."""
-
-    files_seen: int
-    files_used: int  # files that gave at least one kept function
-    skipped: dict[str, int]  # files skipped, by reason
-    functions: int
-    duplicates_dropped: int
-    split_functions: dict[str, int]
-    split_files: dict[str, int]
-
-    def __str__(self) -> str:
-        splits = " / ".join(
-            f"{split} {self.split_functions[split]:,} ({self.split_files[split]:,} files)"
-            for split in SPLITS
-        )
-        return (
-            f"read {self.files_seen:,} files ({_counted('skipped', self.skipped)}); "
-            f"{self.functions:,} functions from {self.files_used:,} files, "
-            f"{self.duplicates_dropped:,} duplicates dropped; {splits}"
-        )
-
-
-@dataclass
-class TaskDataSummary:
-    """What a task-data builder made of the functions `read_split_corpus` gave it."""
-
-    corpus: BuildSummary
-    record_kind: str  # what one written record is, plural: "pairs", "examples"
-    split_records: dict[str, int]
-    left_out: dict[str, int]  # functions read but given no record, by reason
-
-    def __str__(self) -> str:
-        written = " / ".join(f"{split} {self.split_records[split]:,}" for split in SPLITS)
-        left_out = _counted("functions left out", self.left_out)
-        return f"{self.corpus}; {left_out}; wrote {written} {self.record_kind}"
-
-
-def _counted(what: str, reasons: dict[str, int]) -> str:
-    """"3 skipped: 1 not UTF-8, 2 unparsable" (reasons sorted by name)."""
-    text = f"{sum(reasons.values()):,} {what}"
-    if reasons:
-        text += ": " + ", ".join(f"{count:,} {reason}" for reason, count in sorted(reasons.items()))
-    return text
-
-
-@dataclass
-class SplitCorpus:
-    """Functions read from Python files, every file's functions in one split."""
-
-    # split -> [(repo, one file's functions)], files in source order
-    files: dict[str, list[tuple[str, list[PythonFunction]]]]
-    summary: BuildSummary
-
-    def functions(self, split: str) -> list[PythonFunction]:
-        """The split's functions in file order."""
-        return [function for _, functions in self.files[split] for function in functions]
-
-
-def default_sources() -> list[Path]:
-    """The running interpreter's standard library directory."""
-    return [Path(sysconfig.get_paths()["stdlib"])]
-
-
-def build_code_search(
-    sources: list[Path],
-    out_dir: Path,
-    seed: int = 0,
-    valid_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-) -> BuildSummary:
-    """Write `train.jsonl`, `valid.jsonl` and `test.jsonl` (CodeSearchNet format) into `out_dir`.
-
-    One record per documented function, split by file as `read_split_corpus` describes. The same
-    inputs and seed give byte-identical files.
-    """
-    out_dir = check_output_dir(out_dir)
-    corpus = read_split_corpus(sources, seed, valid_fraction, test_fraction)
-    for split in SPLITS:
-        records = [
-            function.to_codesearchnet(repo, partition=split)
-            for repo, functions in corpus.files[split]
-            for function in functions
-        ]
-        write_jsonl(out_dir / f"{split}.jsonl", records)
-    return corpus.summary
-
-
-def check_output_dir(out_dir: str | os.PathLike) -> Path:
-    """`out_dir` as a Path, after checking it is not an existing file (the builders create it)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"output path is a file, not a directory: {out_dir}")
-    return out_dir
-
-
-def read_split_corpus(
-    sources: list[Path],
-    seed: int = 0,
-    valid_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    require_docstring: bool = True,
-    min_statements: int = 0,
-) -> SplitCorpus:
-    """The functions of every Python file under `sources`, split by file.
-
-    Walks every `*.py` file under each source (a directory or a single file) in sorted order,
-    skipping the directories in SKIPPED_DIR_NAMES; files that cannot be read as UTF-8 or do not
-    parse are skipped and counted. `require_docstring` and `min_statements` choose the functions
-    as in `extract_functions`. Exact duplicates (same `code`) are dropped, the first one in file
-    order kept. Whole files go to one split: the files are shuffled with `seed` and dealt to
-    test, valid and train so that about `test_fraction` and `valid_fraction` of the functions land
-    in test and valid.
-    """
-    if not (0 <= valid_fraction and 0 <= test_fraction and valid_fraction + test_fraction < 1):
-        raise UserError(
-            f"valid and test fractions must be >= 0 and sum to less than 1, "
-            f"got {valid_fraction} and {test_fraction}"
-        )
-    files = _source_files([Path(source) for source in sources])
-    extract = functools.partial(
-        extract_functions, require_docstring=require_docstring, min_statements=min_statements
-    )
-    functions_by_file, skipped, duplicates = _read_unique_functions(files, extract)
-    if not functions_by_file:
-        wanted = "documented functions" if require_docstring else "functions"
-        if min_statements:
-            wanted += f" of at least {min_statements} statements"
-        raise UserError(f"no {wanted} found in {', '.join(map(str, sources))}")
-
-    function_counts = [len(functions) for _, functions in functions_by_file]
-    split_of_file = _assign_splits(function_counts, seed, valid_fraction, test_fraction)
-    files_by_split = {
-        split: [pair for pair, name in zip(functions_by_file, split_of_file) if name == split]
-        for split in SPLITS
-    }
-    summary = BuildSummary(
-        files_seen=len(files),
-        files_used=len(functions_by_file),
-        skipped=skipped,
-        functions=sum(function_counts),
-        duplicates_dropped=duplicates,
-        split_functions={
-            split: sum(len(functions) for _, functions in chosen)
-            for split, chosen in files_by_split.items()
-        },
-        split_files={split: len(chosen) for split, chosen in files_by_split.items()},
-    )
-    return SplitCorpus(files_by_split, summary)
-
-
-def _read_unique_functions(
-    files: list[tuple[Path, Path]], extract: Callable[[str, str], list[PythonFunction]]
-) -> tuple[list[tuple[str, list[PythonFunction]]], dict[str, int], int]:
-    """Read every file; return `[(repo, functions)]` per file that gave any, skips, duplicates.
-
-    A function whose code was already seen in an earlier file (or earlier in the same file) is a
-    duplicate and dropped.
-    """
-    skipped: Counter[str] = Counter()
-    seen_code: set[str] = set()
-    duplicates = 0
-    functions_by_file = []
-    progress = tqdm(files, desc="reading Python files", unit="file", disable=None, file=sys.stderr)
-    for root, path in progress:
-        functions, skip_reason = _read_functions(root, path, extract)
-        if skip_reason:
-            skipped[skip_reason] += 1
-            continue
-        unique = []
-        for function in functions:
-            if function.code in seen_code:
-                duplicates += 1
-            else:
-                seen_code.add(function.code)
-                unique.append(function)
-        if unique:
-            functions_by_file.append((root.name, unique))
-    return functions_by_file, dict(skipped), duplicates
-
-
-def _source_files(sources: list[Path]) -> list[tuple[Path, Path]]:
-    """`(source root, file)` for every Python file to read, in a deterministic order."""
-    files = []
-    for source in sources:
-        if source.is_file():
-            files.append((source.parent, source))
-        elif source.is_dir():
-            files.extend((source, path) for path in _python_files_under(source))
-        else:
-            raise UserError(f"no such file or directory: {source}")
-    return files
-
-
-def _python_files_under(root: Path) -> list[Path]:
-    found = []
-    for directory, subdirectories, filenames in os.walk(root):
-        # Pruning in place stops os.walk from descending into skipped directories.
-        subdirectories[:] = [name for name in subdirectories if name not in SKIPPED_DIR_NAMES]
-        found.extend(Path(directory, name) for name in filenames if name.endswith(".py"))
-    return sorted(found, key=lambda path: path.relative_to(root).as_posix())
-
-
-def _read_functions(
-    root: Path, path: Path, extract: Callable[[str, str], list[PythonFunction]]
-) -> tuple[list[PythonFunction], str | None]:
-    """The functions `extract` finds in the file, or the reason the file was skipped."""
-    try:
-        source = path.read_bytes().decode("utf-8-sig")
-    except OSError:
-        return [], "unreadable"
-    except UnicodeDecodeError:
-        return [], "not UTF-8"
-    # Checked up front: Python versions disagree on which exception a NUL byte raises.
-    if "\0" in source:
-        return [], "with NUL bytes"
-    try:
-        return extract(source, path.relative_to(root).as_posix()), None
-    except SyntaxError:  # includes IndentationError
-        return [], "unparsable"
-    except (RecursionError, MemoryError):
-        return [], "too deep to parse"
-
-
-def _assign_splits(
-    function_counts: list[int], seed: int, valid_fraction: float, test_fraction: float
-) -> list[str]:
-    """The split of each file, so that about the given fractions of functions go to test/valid.
-
-    Files are shuffled and laid end to end; a file goes to test if its midpoint falls in the first
-    `test_fraction` of all functions, to valid if in the next `valid_fraction`, else to train.
-    Using the midpoint keeps a single big file from overshooting a small split.
-    """
-    order = list(range(len(function_counts)))
-    random.Random(seed).shuffle(order)
-    total = sum(function_counts)
-    test_end = test_fraction * total
-    valid_end = test_end + valid_fraction * total
-    splits = [""] * len(function_counts)
-    position = 0
-    for index in order:
-        midpoint = position + function_counts[index] / 2
-        if midpoint < test_end:
-            splits[index] = "test"
-        elif midpoint < valid_end:
-            splits[index] = "valid"
-        else:
-            splits[index] = "train"
-        position += function_counts[index]
-    return splits

@@ -63,7 +63,7 @@ _PURE_NODES = (
 _ARITHMETIC_UPDATES = (ast.Add, ast.Sub, ast.Mult)
 
 # Fresh local names look like names people write, so a rewrite is not given away by its names.
-_NAME_POOL = (
+NAME_POOL = (
     "value", "item", "result", "data", "count", "index", "total", "key", "node", "name", "text",
     "obj", "element", "current", "temp", "entry", "target", "source", "buf", "acc", "flag",
     "size", "part", "piece", "arg", "param", "first", "second", "other", "out", "res", "val",
@@ -118,7 +118,7 @@ def rewrite_function(
         # Walked once: until for->while, the rewrites only rearrange what the walk found.
         nodes = list(ast.walk(tree))
         # Not the original names either, so every local really gets a new name.
-        names = _NameSupply(original_names, rng.sample(_NAME_POOL, len(_NAME_POOL)))
+        names = NameSupply(original_names, rng.sample(NAME_POOL, len(NAME_POOL)))
         rewrites = (
             ("reorder", lambda: _reorder_independent_assignments(nodes, local_names, chance)),
             ("swap_if", lambda: _swap_if_branches(nodes, chance)),
@@ -164,7 +164,7 @@ def _canonicalised(code: str) -> tuple[ast.Module, list[str], set[str]]:
     tree = ast.parse(code)
     function = _single_function(tree)
     original_names = _identifiers(ast.walk(tree))
-    placeholders = _NameSupply(original_names, fallback="_v")
+    placeholders = NameSupply(original_names, fallback="_v")
     return tree, _rename_locals(function, _local_names(function), placeholders), original_names
 
 
@@ -174,7 +174,7 @@ def _single_function(tree: ast.Module) -> _FunctionNode:
     return tree.body[0]
 
 
-class _NameSupply:
+class NameSupply:
     """Identifiers used nowhere in the function and not builtins, keywords, `self` or `cls`."""
 
     def __init__(self, taken: set[str], candidates: Iterable[str] = (), fallback: str = "var"):
@@ -324,7 +324,7 @@ class _RenameNames(ast.NodeTransformer):
 def _rename(
     function: _FunctionNode,
     local_names: list[str],
-    names: _NameSupply,
+    names: NameSupply,
     function_names: Sequence[str],
     rng: random.Random,
 ) -> bool:
@@ -340,7 +340,7 @@ def _rename(
 
 
 def _rename_locals(
-    function: _FunctionNode, local_names: list[str], names: _NameSupply
+    function: _FunctionNode, local_names: list[str], names: NameSupply
 ) -> list[str]:
     """Give each of `local_names` a fresh name; return the new names, in the same order.
 
@@ -362,7 +362,7 @@ def _for_range_to_while(
     function: _FunctionNode,
     nodes: list[ast.AST],
     local_names: list[str],
-    names: _NameSupply,
+    names: NameSupply,
     chance,
 ) -> bool:
     """`for i in range(a, b): body` -> `i = a` / `while i < b: body; i += 1`, where that is safe.
@@ -401,7 +401,7 @@ def _binds(nodes: Iterable[ast.AST], name: str) -> bool:
 
 
 class _ForToWhile(ast.NodeTransformer):
-    def __init__(self, function, local_names: set[str], names: _NameSupply, chance):
+    def __init__(self, function, local_names: set[str], names: NameSupply, chance):
         self.function = function
         self.local_names = local_names
         self.names = names

@@ -23,6 +23,7 @@ import torch
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from telly.data.languages import LANGUAGES
 from telly.study.probe_data import ProbeFunction, ProbeSet
 from telly.study.probing import (
     Classification,
@@ -32,7 +33,7 @@ from telly.study.probing import (
     ProbeResult,
     probe_all_layers,
 )
-from telly.study.properties import COMPLEXITY_CLASSES, IGNORED_LABEL, LEXICAL_TYPES, align_to_subwords, lexical_types
+from telly.study.properties import COMPLEXITY_CLASSES, IGNORED_LABEL, LEXICAL_TYPES, align_to_subwords
 from telly.study.representations import FeatureCache, StudyModel, layer_features, sequences_fingerprint, weights_fingerprint
 
 PROPERTIES = ("lexical", "syntactic", "structural", "semantic")
@@ -90,9 +91,10 @@ class _ProbeInputs:
             self.sequences.append(ids)
             self.positions.append(chosen)
             self.labels.append([labels[position] for position in chosen])
+        language = LANGUAGES[probe_set.language]
         for function in self.functions:
             for rewrite in function.rewrites:
-                ids, labels = align_to_subwords(lexical_types(rewrite), model.tokenizer, max_length)
+                ids, labels = align_to_subwords(language.lexical_types(rewrite), model.tokenizer, max_length)
                 self.sequences.append(_without_padding(ids, labels, pad_id)[0])
                 self.positions.append([])
 

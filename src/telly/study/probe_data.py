@@ -1,6 +1,6 @@
 """The functions the probes study: real code from the corpus builder, with every property's label.
 
-Functions come from `read_split_corpus` (documented or not), so probe-train and probe-test
+Functions of any language come from `read_split_corpus` (documented or not), so probe-train and probe-test
 functions never share a source file. Each kept function carries its lexical token types, its SBT,
 its cyclomatic complexity and REWRITES semantics-preserving rewrites (the semantic probe's group
 of programs that do the same thing, as POJ-104's solutions to one problem). A function is kept
@@ -15,10 +15,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from telly.data.python_corpus import PythonFunction, read_split_corpus
-from telly.data.rewrite import rewrite_function
+from telly.data.corpus import read_split_corpus
+from telly.data.language import CodeFunction, Language
 from telly.errors import UserError
-from telly.study.properties import complexity_class, cyclomatic_complexity, lexical_types, sbt
+from telly.study.properties import complexity_class
 
 REWRITES = 2
 TEST_FRACTION = 0.2
@@ -39,6 +39,7 @@ class ProbeSet:
     train: list[ProbeFunction]
     test: list[ProbeFunction]
     left_out: dict[str, int] = field(default_factory=dict)  # reason -> functions not kept
+    language: str = "python"  # a key of LANGUAGES
 
     def split(self, name: str) -> list[ProbeFunction]:
         return {"train": self.train, "test": self.test}[name]
@@ -49,6 +50,7 @@ def build_probe_set(
     functions: int,
     seed: int = 0,
     max_tokens: int = DEFAULT_MAX_TOKENS,
+    language: str = "python",
 ) -> ProbeSet:
     """About `functions` functions, TEST_FRACTION of them from the corpus's test files.
 
@@ -57,7 +59,7 @@ def build_probe_set(
     if functions < 10:
         raise UserError(f"--functions must be at least 10, got {functions}")
     corpus = read_split_corpus(sources, seed, valid_fraction=0.0, test_fraction=TEST_FRACTION,
-                               require_docstring=False, min_statements=1)
+                               require_docstring=False, min_statements=1, language=language)
     left_out: Counter[str] = Counter()
     wanted_test = max(2, round(functions * TEST_FRACTION))
     wanted = {"train": functions - wanted_test, "test": wanted_test}
@@ -69,21 +71,24 @@ def build_probe_set(
         for function in candidates:
             if len(chosen[split]) == count:
                 break
-            probe_function = _probe_function(function, seed, max_tokens, left_out)
+            probe_function = _probe_function(corpus.language, function, seed, max_tokens, left_out)
             if probe_function is not None:
                 chosen[split].append(probe_function)
         if len(chosen[split]) < 2:
             raise UserError(f"only {len(chosen[split])} usable functions in the {split} files of the sources")
-    return ProbeSet(chosen["train"], chosen["test"], dict(left_out))
+    return ProbeSet(chosen["train"], chosen["test"], dict(left_out), language)
 
 
-def _probe_function(function: PythonFunction, seed: int, max_tokens: int, left_out: Counter[str]) -> ProbeFunction | None:
+def _probe_function(
+    language: Language, function: CodeFunction, seed: int, max_tokens: int, left_out: Counter[str]
+) -> ProbeFunction | None:
     if len(function.code_tokens) > max_tokens:
         left_out[f"more than {max_tokens} tokens"] += 1
         return None
     try:
-        typed_tokens = lexical_types(function.code)
-        function_sbt = sbt(function.code)
+        typed_tokens = language.lexical_types(function.code)
+        function_sbt = language.sbt(function.code)
+        complexity = language.cyclomatic_complexity(function.code)
     except (ValueError, SyntaxError):
         left_out["does not tokenize"] += 1
         return None
@@ -92,7 +97,7 @@ def _probe_function(function: PythonFunction, seed: int, max_tokens: int, left_o
         return None
     rewrites = []
     for attempt in range(3 * REWRITES):  # a few tries: two draws can give the same rewrite
-        rewrite = rewrite_function(function.code, random.Random(f"{seed}:{attempt}:{function.code}"))
+        rewrite = language.rewrite(function.code, random.Random(f"{seed}:{attempt}:{function.code}"))
         if rewrite is not None and rewrite.code not in (function.code, *rewrites):
             rewrites.append(rewrite.code)
         if len(rewrites) == REWRITES:
@@ -104,6 +109,6 @@ def _probe_function(function: PythonFunction, seed: int, max_tokens: int, left_o
         code=function.code,
         typed_tokens=tuple(typed_tokens),
         sbt=tuple(function_sbt),
-        complexity_class=complexity_class(cyclomatic_complexity(function.code)),
+        complexity_class=complexity_class(complexity),
         rewrites=tuple(rewrites),
     )

@@ -1,5 +1,9 @@
 """The code properties the probes predict, read from Python's own `tokenize` and `ast`.
 
+These are the Python plug-in's (`telly.data.languages.python`); Java and Ruby compute the same
+three properties from tree-sitter trees (`telly.data.languages.tree_sitter`). `align_to_subwords`
+and `complexity_class` serve every language.
+
 Shi et al. (ISSTA 2023) probe four properties; three are computed here from one function's code:
 - lexical: the type of every code token (`lexical_types`), aligned to the model's sub-words
   (`align_to_subwords`);
@@ -15,11 +19,13 @@ import io
 import keyword
 import sys
 import tokenize
-
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
 
 # The layout tokens `python_tokens` drops; shared so that both keep exactly the same tokens.
 from telly.data.python_corpus import _LAYOUT_TOKENS
+
+if TYPE_CHECKING:  # transformers is slow to import; data building needs only the properties
+    from transformers import PreTrainedTokenizerBase
 
 LEXICAL_TYPES = ("KEYWORD", "NAME", "NUMBER", "STRING", "OPERATOR")
 

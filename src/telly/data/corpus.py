@@ -1,0 +1,330 @@
+"""Corpora of functions read from real source trees, split by file, and the code search builder.
+
+`read_split_corpus` walks source folders, single files and `.zip` archives (the JDK ships its
+class library's sources as `lib/src.zip`), lets the language plug-in (`telly.data.languages`)
+extract the functions of every file, drops duplicates and deals whole files to train, valid and
+test; the builders of every task start from it. `build_code_search` writes one CodeSearchNet
+record per documented function. The default source of each language is on the machine (Python's
+own standard library), so the corpora can be built offline.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import sys
+import zipfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from telly.data.formats import write_jsonl
+from telly.data.languages import LANGUAGES, Language
+from telly.data.language import CodeFunction
+from telly.errors import UserError
+
+# Directories never walked. Test code seldom has docs, and the standard libraries' test
+# directories hold deliberately broken or odd files; site-packages is third-party code.
+SKIPPED_DIR_NAMES = frozenset({"__pycache__", "site-packages", "test", "tests", "idle_test"})
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class BuildSummary:
+    """What a builder read, kept and dropped, and how the kept functions were split."""
+
+    files_seen: int
+    files_used: int  # files that gave at least one kept function
+    skipped: dict[str, int]  # files skipped, by reason
+    functions: int
+    duplicates_dropped: int
+    split_functions: dict[str, int]
+    split_files: dict[str, int]
+
+    def __str__(self) -> str:
+        splits = " / ".join(
+            f"{split} {self.split_functions[split]:,} ({self.split_files[split]:,} files)"
+            for split in SPLITS
+        )
+        return (
+            f"read {self.files_seen:,} files ({_counted('skipped', self.skipped)}); "
+            f"{self.functions:,} functions from {self.files_used:,} files, "
+            f"{self.duplicates_dropped:,} duplicates dropped; {splits}"
+        )
+
+
+@dataclass
+class TaskDataSummary:
+    """What a task-data builder made of the functions `read_split_corpus` gave it."""
+
+    corpus: BuildSummary
+    record_kind: str  # what one written record is, plural: "pairs", "examples"
+    split_records: dict[str, int]
+    left_out: dict[str, int]  # functions read but given no record, by reason
+
+    def __str__(self) -> str:
+        written = " / ".join(f"{split} {self.split_records[split]:,}" for split in SPLITS)
+        left_out = _counted("functions left out", self.left_out)
+        return f"{self.corpus}; {left_out}; wrote {written} {self.record_kind}"
+
+
+def _counted(what: str, reasons: dict[str, int]) -> str:
+    """"3 skipped: 1 not UTF-8, 2 unparsable" (reasons sorted by name)."""
+    text = f"{sum(reasons.values()):,} {what}"
+    if reasons:
+        text += ": " + ", ".join(f"{count:,} {reason}" for reason, count in sorted(reasons.items()))
+    return text
+
+
+@dataclass
+class SplitCorpus:
+    """Functions read from source files of one language, every file's functions in one split."""
+
+    language: Language
+    # split -> [(repo, one file's functions)], files in source order
+    files: dict[str, list[tuple[str, list[CodeFunction]]]]
+    summary: BuildSummary
+
+    def functions(self, split: str) -> list[CodeFunction]:
+        """The split's functions in file order."""
+        return [function for _, functions in self.files[split] for function in functions]
+
+
+def language_named(name: str) -> Language:
+    """The plug-in of a language given by name (a user mistake if there is none)."""
+    if name not in LANGUAGES:
+        raise UserError(f"unknown language {name!r}; choose one of: {', '.join(LANGUAGES)}")
+    return LANGUAGES[name]
+
+
+def detect_language(sources: list[Path]) -> str | None:
+    """The one language whose files the sources hold (by file name ending); None if none's."""
+    found = [name for name, language in LANGUAGES.items() if _source_files(sources, language.suffixes)]
+    if len(found) > 1:
+        where = ", ".join(map(str, sources))
+        raise UserError(f"{where} hold files of several languages ({', '.join(found)}); choose one with --language")
+    return found[0] if found else None
+
+
+def build_code_search(
+    sources: list[Path],
+    out_dir: Path,
+    seed: int = 0,
+    valid_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    language: str = "python",
+) -> BuildSummary:
+    """Write `train.jsonl`, `valid.jsonl` and `test.jsonl` (CodeSearchNet format) into `out_dir`.
+
+    One record per documented function, split by file as `read_split_corpus` describes. The same
+    inputs and seed give byte-identical files.
+    """
+    out_dir = check_output_dir(out_dir)
+    corpus = read_split_corpus(sources, seed, valid_fraction, test_fraction, language=language)
+    for split in SPLITS:
+        records = [
+            function.to_codesearchnet(repo, partition=split)
+            for repo, functions in corpus.files[split]
+            for function in functions
+        ]
+        write_jsonl(out_dir / f"{split}.jsonl", records)
+    return corpus.summary
+
+
+def check_output_dir(out_dir: str | os.PathLike) -> Path:
+    """`out_dir` as a Path, after checking it is not an existing file (the builders create it)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"output path is a file, not a directory: {out_dir}")
+    return out_dir
+
+
+def read_split_corpus(
+    sources: list[Path],
+    seed: int = 0,
+    valid_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    require_docstring: bool = True,
+    min_statements: int = 0,
+    language: str = "python",
+) -> SplitCorpus:
+    """The functions of every source file of `language` under `sources`, split by file.
+
+    Walks every file with one of the language's name endings under each source (a directory, a
+    single file, or a `.zip` archive read in place) in sorted order, skipping the directories in
+    SKIPPED_DIR_NAMES; files that cannot be read as UTF-8 or do not parse are skipped and counted.
+    `require_docstring` and `min_statements` choose the functions as in
+    `telly.data.python_corpus.extract_functions`. Exact duplicates (same `code`) are dropped, the
+    first one in file order kept. Whole files go to one split: the files are shuffled with `seed`
+    and dealt to test, valid and train so that about `test_fraction` and `valid_fraction` of the
+    functions land in test and valid.
+    """
+    if not (0 <= valid_fraction and 0 <= test_fraction and valid_fraction + test_fraction < 1):
+        raise UserError(
+            f"valid and test fractions must be >= 0 and sum to less than 1, "
+            f"got {valid_fraction} and {test_fraction}"
+        )
+    plugin = language_named(language)
+    files = _source_files([Path(source) for source in sources], plugin.suffixes)
+    extract = functools.partial(
+        plugin.extract_functions, require_docstring=require_docstring, min_statements=min_statements
+    )
+    functions_by_file, skipped, duplicates = _read_unique_functions(files, extract, plugin.display_name)
+    if not functions_by_file:
+        wanted = "documented functions" if require_docstring else "functions"
+        if min_statements:
+            wanted += f" of at least {min_statements} statements"
+        raise UserError(f"no {wanted} found in {', '.join(map(str, sources))}")
+
+    function_counts = [len(functions) for _, functions in functions_by_file]
+    split_of_file = _assign_splits(function_counts, seed, valid_fraction, test_fraction)
+    files_by_split = {
+        split: [pair for pair, name in zip(functions_by_file, split_of_file) if name == split]
+        for split in SPLITS
+    }
+    summary = BuildSummary(
+        files_seen=len(files),
+        files_used=len(functions_by_file),
+        skipped=skipped,
+        functions=sum(function_counts),
+        duplicates_dropped=duplicates,
+        split_functions={
+            split: sum(len(functions) for _, functions in chosen)
+            for split, chosen in files_by_split.items()
+        },
+        split_files={split: len(chosen) for split, chosen in files_by_split.items()},
+    )
+    return SplitCorpus(plugin, files_by_split, summary)
+
+
+@dataclass(frozen=True)
+class _SourceFile:
+    repo: str  # the name of the source folder or archive
+    path: str  # relative to it, with "/" separators
+    read_bytes: Callable[[], bytes]
+
+
+def _read_unique_functions(
+    files: list[_SourceFile], extract: Callable[[str, str], list[CodeFunction]], language_name: str
+) -> tuple[list[tuple[str, list[CodeFunction]]], dict[str, int], int]:
+    """Read every file; return `[(repo, functions)]` per file that gave any, skips, duplicates.
+
+    A function whose code was already seen in an earlier file (or earlier in the same file) is a
+    duplicate and dropped.
+    """
+    skipped: Counter[str] = Counter()
+    seen_code: set[str] = set()
+    duplicates = 0
+    functions_by_file = []
+    progress = tqdm(files, desc=f"reading {language_name} files", unit="file", disable=None, file=sys.stderr)
+    for source_file in progress:
+        functions, skip_reason = _read_functions(source_file, extract)
+        if skip_reason:
+            skipped[skip_reason] += 1
+            continue
+        unique = []
+        for function in functions:
+            if function.code in seen_code:
+                duplicates += 1
+            else:
+                seen_code.add(function.code)
+                unique.append(function)
+        if unique:
+            functions_by_file.append((source_file.repo, unique))
+    return functions_by_file, dict(skipped), duplicates
+
+
+def _source_files(sources: list[Path], suffixes: tuple[str, ...]) -> list[_SourceFile]:
+    """Every source file with one of `suffixes` to read, in a deterministic order."""
+    files = []
+    for source in sources:
+        if source.is_file() and source.suffix == ".zip":
+            files.extend(_files_in_archive(source, suffixes))
+        elif source.is_file():
+            if source.name.endswith(suffixes):
+                files.append(_SourceFile(source.parent.name, source.name, source.read_bytes))
+        elif source.is_dir():
+            files.extend(
+                _SourceFile(source.name, path.relative_to(source).as_posix(), path.read_bytes)
+                for path in _files_under(source, suffixes)
+            )
+        else:
+            raise UserError(f"no such file or directory: {source}")
+    return files
+
+
+def _files_under(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    found = []
+    for directory, subdirectories, filenames in os.walk(root):
+        # Pruning in place stops os.walk from descending into skipped directories.
+        subdirectories[:] = [name for name in subdirectories if name not in SKIPPED_DIR_NAMES]
+        found.extend(Path(directory, name) for name in filenames if name.endswith(suffixes))
+    return sorted(found, key=lambda path: path.relative_to(root).as_posix())
+
+
+def _files_in_archive(archive_path: Path, suffixes: tuple[str, ...]) -> list[_SourceFile]:
+    """The archive's members with one of `suffixes`, outside skipped directories, by name."""
+    try:
+        archive = zipfile.ZipFile(archive_path)
+    except zipfile.BadZipFile:
+        raise UserError(f"not a readable zip archive: {archive_path}") from None
+    names = sorted(
+        name
+        for name in archive.namelist()
+        if name.endswith(suffixes) and not SKIPPED_DIR_NAMES.intersection(name.split("/")[:-1])
+    )
+    return [_SourceFile(archive_path.stem, name, functools.partial(archive.read, name)) for name in names]
+
+
+def _read_functions(
+    source_file: _SourceFile, extract: Callable[[str, str], list[CodeFunction]]
+) -> tuple[list[CodeFunction], str | None]:
+    """The functions `extract` finds in the file, or the reason the file was skipped."""
+    try:
+        source = source_file.read_bytes().decode("utf-8-sig")
+    except (OSError, zipfile.BadZipFile):
+        return [], "unreadable"
+    except UnicodeDecodeError:
+        return [], "not UTF-8"
+    # Checked up front: Python versions disagree on which exception a NUL byte raises.
+    if "\0" in source:
+        return [], "with NUL bytes"
+    try:
+        return extract(source, source_file.path), None
+    except SyntaxError:  # includes IndentationError
+        return [], "unparsable"
+    except (RecursionError, MemoryError):
+        return [], "too deep to parse"
+
+
+def _assign_splits(
+    function_counts: list[int], seed: int, valid_fraction: float, test_fraction: float
+) -> list[str]:
+    """The split of each file, so that about the given fractions of functions go to test/valid.
+
+    Files are shuffled and laid end to end; a file goes to test if its midpoint falls in the first
+    `test_fraction` of all functions, to valid if in the next `valid_fraction`, else to train.
+    Using the midpoint keeps a single big file from overshooting a small split.
+    """
+    order = list(range(len(function_counts)))
+    random.Random(seed).shuffle(order)
+    total = sum(function_counts)
+    test_end = test_fraction * total
+    valid_end = test_end + valid_fraction * total
+    splits = [""] * len(function_counts)
+    position = 0
+    for index in order:
+        midpoint = position + function_counts[index] / 2
+        if midpoint < test_end:
+            splits[index] = "test"
+        elif midpoint < valid_end:
+            splits[index] = "valid"
+        else:
+            splits[index] = "train"
+        position += function_counts[index]
+    return splits

@@ -3,7 +3,10 @@
 Every variant runs through the same `telly.finetune` loop on the same data, batches and seed, for
 two epochs; the figures are the loop's own timings of the training epochs (evaluation excluded,
 and kept tiny). The first epoch of a cached variant includes filling the activation cache; later
-epochs show the steady state, compared with the ideal L/(L-K) speedup. Usage:
+epochs show the steady state, compared with the ideal L/(L-K) speedup. Peak memory per variant is
+the process's resident high-water mark while the variant ran: before each variant, freed heap is
+handed back to the OS (malloc_trim) and the mark is reset (Linux /proc/self/clear_refs), so an
+earlier variant's peak does not hide a later one's. Usage:
 
     python bench/finetune_speed.py [--task code-search] [--model default] [--data DIR]
                                    [--max-train-examples 640] [--no-cache]
@@ -14,6 +17,8 @@ Without --data the task's data set is built from this Python's standard library 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import tempfile
 from pathlib import Path
@@ -58,17 +63,18 @@ def main() -> None:
             max_code_len=args.max_code_len, max_train_examples=args.max_train_examples,
             max_eval_examples=EVAL_EXAMPLES, beam_size=1, no_cache=not cached,
         )
+        reset_peak_memory()
         metrics = finetune(config)
         first, later = metrics["epoch_seconds"]
         results.append({"method": method, "freeze": k, "cached": metrics["activation_cache"], "first_epoch_seconds": first,
                         "later_epoch_seconds": later, "steps_per_epoch": metrics["steps"] // 2,
-                        "percent_trainable": metrics["params"]["percent_trainable"]})
+                        "percent_trainable": metrics["params"]["percent_trainable"], "peak_rss_mb": peak_memory_mb()})
 
     full = results[0]["later_epoch_seconds"]
     print(f"\n{args.task}, model {args.model} ({layers} layers), {args.max_train_examples} examples, "
           f"batch {args.batch_size}, code length {args.max_code_len}, {results[0]['steps_per_epoch']} steps/epoch\n")
-    print("| variant | trainable | s/epoch (1st) | s/epoch (2nd) | speedup vs full (2nd) | ideal L/(L-K) |")
-    print("|---|---|---|---|---|---|")
+    print("| variant | trainable | s/epoch (1st) | s/epoch (2nd) | speedup vs full (2nd) | ideal L/(L-K) | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         if r["method"] == "lora":
             name, ideal = "LoRA (r=8)", "n/a"
@@ -76,9 +82,20 @@ def main() -> None:
             name = "full (K=-1)" if r["freeze"] == -1 else f"Telly-{r['freeze']}" + (" + cache" if r["cached"] else "")
             ideal = f"{layers / (layers - r['freeze']):.2f}x" if r["freeze"] >= 0 else "1.00x"
         print(f"| {name} | {r['percent_trainable']:.1f}% | {r['first_epoch_seconds']:.1f} | "
-              f"{r['later_epoch_seconds']:.1f} | {full / r['later_epoch_seconds']:.2f}x | {ideal} |")
+              f"{r['later_epoch_seconds']:.1f} | {full / r['later_epoch_seconds']:.2f}x | {ideal} | {r['peak_rss_mb']:.0f} |")
     if args.out:
         args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2))
+
+
+def reset_peak_memory() -> None:
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident set size
+
+
+def peak_memory_mb() -> float:
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 
 
 if __name__ == "__main__":

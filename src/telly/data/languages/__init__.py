@@ -1,8 +1,8 @@
 """Language plug-ins: one per programming language the data builders and probes read.
 
-`LANGUAGES` maps a language's name to its plug-in (see `base.Language`). Python keeps its own
-`ast`-based implementation; Java and Ruby are the one tree-sitter implementation, each set up by a
-`TreeSitterSpec`.
+`LANGUAGES` maps a language's name to its plug-in (see `telly.data.language.Language`). Python
+keeps its own `ast`-based implementation; Java and Ruby are the one tree-sitter implementation,
+each set up by a `TreeSitterSpec`.
 """
 
 from __future__ import annotations

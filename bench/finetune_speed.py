@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from telly import FinetuneConfig, finetune
-from telly.data import BUILDERS, default_sources
+from telly.data import BUILDERS, language_named
 from telly.models.layers import find_backbone
 from telly.models.load import load_pretrained
 
@@ -47,7 +47,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="telly-bench-"))
     data = args.data or work / "data"
     if args.data is None:
-        print(BUILDERS[args.task](default_sources(), data))
+        print(BUILDERS[args.task](language_named("python").default_sources(), data))
     layers = find_backbone(load_pretrained(args.model)[0]).num_layers
     ks = [0, layers // 2, layers - 1]
     # (method, K, cached)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
+from telly.checkpoints import CHECKPOINTS
 from telly.models.load import default_model_dir
 
 TINY_LAYERS = 4
@@ -116,3 +122,16 @@ def ruby_sources(tmp_path_factory):
         methods = "\n".join(_ruby_method(file, index) for index in range(4))
         (folder / f"case{file}.rb").write_text(f"class Case{file}\n{methods}end\n")
     return folder
+
+
+def start_and_kill(argv, out: Path, after_checkpoint: str, how=signal.SIGKILL) -> int:
+    """Run telly in a subprocess and send it `how` as soon as the named checkpoint exists."""
+    process = subprocess.Popen([sys.executable, "-m", "telly.cli", *argv], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 300
+    while not (out / CHECKPOINTS / after_checkpoint).exists():
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(how)
+    return process.wait(timeout=120)

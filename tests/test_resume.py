@@ -1,13 +1,8 @@
 """Kill a run at any moment, resume it, and get the uninterrupted run's metrics; damaged checkpoints are skipped."""
 
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +11,8 @@ from safetensors import safe_open
 from telly.checkpoints import CHECKPOINTS, TrainingState, load_latest_checkpoint, save_checkpoint
 from telly.cli import main
 from telly.models.cache import SPILL_FOLDER
+
+from conftest import start_and_kill
 
 
 def finetune_argv(model_dir, data_dir, out, *extra):
@@ -39,19 +36,6 @@ def same_results(resumed: dict, whole: dict) -> None:
     assert resumed["best_epoch"] == whole["best_epoch"]
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in whole["history"]]
     assert [h["valid"] for h in resumed["history"]] == [h["valid"] for h in whole["history"]]
-
-
-def start_and_kill(argv, out: Path, after_checkpoint: str, how=signal.SIGKILL) -> int:
-    """Run telly in a subprocess and send it `how` as soon as the named checkpoint exists."""
-    process = subprocess.Popen([sys.executable, "-m", "telly.cli", *argv], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.monotonic() + 300
-    while not (out / CHECKPOINTS / after_checkpoint).exists():
-        assert process.poll() is None, "the run ended before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    process.send_signal(how)
-    return process.wait(timeout=120)
 
 
 def test_sigkill_mid_epoch_then_resume_gives_the_same_metrics(tiny_bert_dir, email_corpus, tmp_path, uninterrupted):

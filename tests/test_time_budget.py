@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from conftest import start_and_kill
 
 from telly.cli import main
 from telly.config import FinetuneConfig
@@ -52,3 +53,17 @@ def test_the_clock_counts_only_while_running():
     clock.start()
     lap = clock.stop()
     assert lap >= 0 and clock.seconds == pytest.approx(5.0 + lap)
+
+
+def test_an_interrupted_budget_run_resumes_with_the_time_it_had_spent(tiny_bert_dir, email_corpus, tmp_path):
+    out = tmp_path / "killed"
+    argv = ["finetune", "--task", "code-search", "--model", str(tiny_bert_dir), "--data", str(email_corpus),
+            "--out", str(out), "--freeze", "1", "--batch-size", "8", "--max-code-len", "32", "--max-nl-len", "16",
+            "--max-eval-examples", "20", "--time-budget", "3", "--time-marks", "2", "--checkpoint-every", "5"]
+    start_and_kill(argv, out, "step-00000010")
+    saved = json.loads(next((out / "checkpoints").glob("step-*/state.json")).read_text())["state"]
+    assert saved["train_seconds"] > 0
+    assert main([*argv, "--resume"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [entry["train_seconds"] >= 1.5 * number for number, entry in enumerate(metrics["history"], start=1)] == [True, True]
+    assert metrics["steps"] > 10  # went on from the checkpoint, not from the start

@@ -1,11 +1,12 @@
 """The functions the probes study: real code from the corpus builder, with every property's label.
 
-Functions of any language come from `read_split_corpus` (documented or not), so probe-train and probe-test
-functions never share a source file. Each kept function carries its lexical token types, its SBT,
-its cyclomatic complexity and REWRITES semantics-preserving rewrites (the semantic probe's group
-of programs that do the same thing, as POJ-104's solutions to one problem). A function is kept
-when it tokenizes, has at most `max_tokens` code tokens (so the model sees all of it; the
-structural and syntactic labels describe the whole function) and its rewrites are all distinct.
+Functions of any language come from `read_split_corpus` (documented or not), so probe-train and
+probe-test functions never share a source file. Each kept function carries its lexical token
+types, its SBT, its cyclomatic complexity and REWRITES semantics-preserving rewrites (the semantic
+probe's group of programs that do the same thing, as POJ-104's solutions to one problem). A
+function is kept when it tokenizes, has at most `max_tokens` code tokens (so the model sees all of
+it; the structural and syntactic labels describe the whole function) and its rewrites are all
+distinct.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The one training loop. Every task runs through `finetune`; tasks only supply data, model and loss.
 
-Read top to bottom: check inputs → load data and model → freeze → zero-shot test → for each epoch
-(train, validate, keep the best checkpoint) → test the best checkpoint → write the run folder.
+Read top to bottom: check inputs → load data and model → freeze → zero-shot test → train, and at
+each evaluation point (an epoch's end, or a mark of `--time-budget`) validate and keep the best
+checkpoint → test the best checkpoint → write the run folder.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def finetune(config: FinetuneConfig) -> dict | None:
     processes = PartialState(cpu=True)
     out = Path(config.out)
     if not processes.is_main_process:
-        logging.getLogger("telly").setLevel(logging.WARNING)
+        log.setLevel(logging.WARNING)
         processes.wait_for_everyone()  # until the main process has prepared the run folder
         return _finetune(config, out, processes)
     if config.resume and (out / "metrics.json").is_file():

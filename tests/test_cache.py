@@ -114,6 +114,35 @@ def test_encoder_side_of_summarization_is_cached_exactly(tokenizer, email_corpus
     assert train_losses(task, cached, batches * 2, cache) == pytest.approx(expected, abs=1e-5)
 
 
+@pytest.mark.parametrize("k", [0, 2])
+def test_t5_encoder_is_cached_exactly(k, tokenizer, email_corpus):
+    """T5: the first block's relative position bias reaches the top blocks, the decoder (which shares
+    the embedding matrix) embeds its own inputs, and T5's dropout after the embeddings stays."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from telly.tasks.summarize import CodeSummarizationTask
+
+    config = T5Config(vocab_size=tokenizer.vocab_size, d_model=32, d_ff=64, d_kv=16, num_heads=2, num_layers=3,
+                      num_decoder_layers=2, pad_token_id=0, decoder_start_token_id=0,
+                      eos_token_id=tokenizer.sep_token_id, dropout_rate=0.0)
+    torch.manual_seed(0)
+    pretrained = T5ForConditionalGeneration(config)
+    task = CodeSummarizationTask(FinetuneConfig(task="code-summarization", data="-", out="-", max_code_len=64,
+                                                max_nl_len=16))
+    task.tokenizer = tokenizer
+    data = task.read_split(email_corpus, "train")[:24]
+
+    plain = frozen_model(task, pretrained, k)
+    batches = [task.collate(data[i : i + 8]) for i in range(0, len(data), 8)]
+    expected = train_losses(task, plain, batches * 2)
+    cached = frozen_model(task, pretrained, k)
+    cache = FrozenPrefixCache(cached, k, tokenizer.pad_token_id)
+    cache.fill(cached, lambda: [task.loss(cached, task.collate(data[i : i + 5])) for i in range(0, len(data), 5)])
+    assert len(cache) == len({e.source for e in data})
+    assert train_losses(task, cached, batches * 2, cache) == pytest.approx(expected, abs=1e-5)
+    assert all(type(block).__name__ == "T5Block" for block in pretrained.encoder.block)
+
+
 # Spilling to disk and reusing what was spilled.
 
 

@@ -7,8 +7,9 @@ the stored output of block K-1 and run only the top L-K blocks. The model's own 
 - recording: block K is replaced by a recorder that stores its input (the prefix's output) per
   sequence and the blocks above it by pass-throughs, so one pass costs the frozen work only; an
   encoder call whose every sequence is stored already skips the frozen blocks too;
-- replaying: the embeddings' output is replaced by the stored hidden states and blocks 0..K-1 by
-  pass-throughs.
+- replaying: blocks 0..K-1 are replaced by stand-ins, the first of which hands on the stored
+  states (at K=0 they replace the embeddings' output). T5's stand-ins also hand on the relative
+  position bias that its first block would have computed.
 
 Stored states are looked up by the token ids of each row (padding stripped), so a task needs no
 change: whatever it encodes, in any batch and order, finds its own prefix output. Each state is
@@ -16,7 +17,8 @@ trimmed to its sequence's real length and kept in memory up to a byte limit; bey
 written to safetensors shards in a spill folder and read back through a memory map when replayed.
 Only calls of the embeddings made by the encoder's own forward count: a new decoder that embeds
 its targets with the encoder's embedding module (as CodeXGLUE's code-to-text does) gets real
-embeddings, so encoder-decoder tasks are served too.
+embeddings, so encoder-decoder tasks are served too; T5's decoder has an embedding module of its
+own (sharing the weight).
 
 The spill folder outlives an interrupted run, and a new cache on it reuses its shards: each shard
 records a fingerprint of what the states depend on besides the input (K, the model's
@@ -46,7 +48,7 @@ from telly.errors import UserError
 from telly.files import atomic_open
 from telly.models.layers import Backbone, find_backbone
 
-SUPPORTED_FAMILIES = ("bert-like",)
+SUPPORTED_FAMILIES = ("bert-like", "t5")
 SPILL_FOLDER = "activation-cache"  # inside the run folder
 SHARD_BYTES = 64 * 2**20  # states beyond the memory limit wait in memory until a shard of this size is full
 
@@ -54,18 +56,25 @@ log = logging.getLogger("telly")
 
 
 class _PassThrough(nn.Module):
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        return hidden_states
-
-
-class _Recorder(nn.Module):
     def __init__(self, cache: "FrozenPrefixCache"):
         super().__init__()
         self.cache = cache
 
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        return self.cache._block_output(hidden_states, args, kwargs)
+
+
+class _Recorder(_PassThrough):
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
         self.cache._store(hidden_states)
-        return hidden_states
+        return self.cache._block_output(hidden_states, args, kwargs)
+
+
+class _Replayer(_PassThrough):
+    """Stands in for block 0 while replaying: hands on the stored states instead of its input."""
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        return self.cache._block_output(self.cache._stored_states(hidden_states), args, kwargs)
 
 
 class _SkippedWhenStored(nn.Module):
@@ -75,9 +84,9 @@ class _SkippedWhenStored(nn.Module):
         super().__init__()
         self.cache, self.block = cache, block
 
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
         if self.cache._all_stored:
-            return hidden_states
+            return self.cache._block_output(hidden_states, args, kwargs)
         return self.block(hidden_states, *args, **kwargs)
 
 
@@ -115,6 +124,7 @@ class FrozenPrefixCache:
         if (spill_folder is None) != (memory_limit is None):
             raise ValueError("spill_folder and memory_limit go together")
         self.backbone, self.k, self.pad_id = backbone, k, pad_id
+        self._first_block = backbone.blocks[0]  # kept: it is swapped out while the cache works
         self.spill_folder = None if spill_folder is None else Path(spill_folder)
         self.memory_limit = math.inf if memory_limit is None else memory_limit
         self.memory_bytes = 0  # of the states kept in memory
@@ -144,7 +154,7 @@ class FrozenPrefixCache:
         model.eval()
         blocks = self.backbone.blocks
         prefix = [_SkippedWhenStored(self, block) for block in blocks[: self.k]]
-        top = [_Recorder(self)] + [_PassThrough() for _ in blocks[self.k + 1 :]]
+        top = [_Recorder(self)] + [_PassThrough(self) for _ in blocks[self.k + 1 :]]
         stored_before, self._seen = len(self), set()
         with self._swapped(0, prefix + top), self._embedding_hook(self._remember_keys):
             run_batches()
@@ -157,10 +167,26 @@ class FrozenPrefixCache:
     @contextmanager
     def replaying(self) -> Iterator[None]:
         """Inside this block the model starts from the stored states and runs only the top blocks."""
-        with self._swapped(0, [_PassThrough() for _ in range(self.k)]), self._embedding_hook(self._replay):
+        # At K>0 the states enter in place of block 0's input, past anything the model does between
+        # its embeddings and its blocks (T5's dropout); at K=0 they are the embeddings' output.
+        stand_ins = [_Replayer(self)] + [_PassThrough(self) for _ in range(1, self.k)] if self.k else []
+        with self._swapped(0, stand_ins), self._embedding_hook(self._replay_embeddings):
             yield
 
     # Internals.
+
+    def _block_output(self, hidden_states: torch.Tensor, args: tuple, kwargs: dict):
+        """What a skipped block hands on. BERT-like blocks return the hidden states; T5 blocks also
+        the self-attention position bias, which the first block computes (from the sequence length
+        alone) and every later block reuses — so a stand-in for the first block computes it too."""
+        if self.backbone.family != "t5":
+            return hidden_states
+        # T5Stack calls block(hidden_states, attention_mask, position_bias, ...).
+        position_bias = args[1] if len(args) > 1 else kwargs.get("position_bias")
+        if position_bias is None:
+            length = hidden_states.shape[1]
+            position_bias = self._first_block.layer[0].SelfAttention.compute_bias(length, length, device=hidden_states.device)
+        return hidden_states, position_bias, None
 
     def _keys(self, input_ids: torch.Tensor) -> list[tuple[int, ...]]:
         keys = []
@@ -230,10 +256,15 @@ class FrozenPrefixCache:
             log.info("activation cache: %d shards in %s were made with another frozen prefix; deleted",
                      outdated, self.spill_folder)
 
-    def _replay(self, module, args, kwargs, output: torch.Tensor) -> torch.Tensor:
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        replayed = torch.zeros_like(output)
-        for row, key in enumerate(self._keys(input_ids)):
+    def _replay_embeddings(self, module, args, kwargs, output: torch.Tensor) -> torch.Tensor:
+        """The embeddings' output hook while replaying: the call's keys; at K=0 also its stored states."""
+        self._current_keys = self._keys(kwargs.get("input_ids", args[0] if args else None))
+        return self._stored_states(output) if self.k == 0 else output
+
+    def _stored_states(self, like: torch.Tensor) -> torch.Tensor:
+        """The stored states of the current call's sequences, padded to the shape of `like`."""
+        replayed = torch.zeros_like(like)
+        for row, key in enumerate(self._current_keys):
             state = self._states.get(key)
             if state is None:
                 raise KeyError("an input missing from the activation cache (was it filled with the training data?)")
@@ -267,8 +298,8 @@ class FrozenPrefixCache:
             return hook(module, args, kwargs, output) if self._encoder_calls else output
 
         handles = [
-            self.backbone.root.register_forward_pre_hook(enter),
-            self.backbone.root.register_forward_hook(leave, always_call=True),
+            self.backbone.encoder.register_forward_pre_hook(enter),
+            self.backbone.encoder.register_forward_hook(leave, always_call=True),
             self.backbone.embeddings[0].register_forward_hook(encoder_only, with_kwargs=True),
         ]
         try:

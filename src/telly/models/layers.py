@@ -22,14 +22,17 @@ class Layout:
     blocks: str  # attribute path of the nn.ModuleList of (encoder) blocks, bottom first
     decoder: str | None = None  # attribute path of a pre-trained decoder, if the family has one
     lora_targets: tuple[str, ...] = ()  # attention projections LoRA adapts by default
+    encoder: str | None = None  # attribute path of the module whose forward embeds and runs the blocks (None: the root)
 
 
 # Order matters: the first match wins.
 KNOWN_LAYOUTS = (
     # BERT, RoBERTa (CodeBERT, GraphCodeBERT, UniXcoder), ELECTRA, XLM-R, ...
     Layout("bert-like", ("embeddings",), "encoder.layer", lora_targets=("query", "value")),
-    # T5 / CodeT5 (encoder-decoder or encoder-only): K counts encoder blocks.
-    Layout("t5", ("shared", "encoder.embed_tokens"), "encoder.block", decoder="decoder", lora_targets=("q", "v")),
+    # T5 / CodeT5 (encoder-decoder or encoder-only): K counts encoder blocks. The encoder's own
+    # embedding module first (it shares `shared`'s weight, not the module): the cache hooks it.
+    Layout("t5", ("encoder.embed_tokens", "shared"), "encoder.block", decoder="decoder", lora_targets=("q", "v"),
+           encoder="encoder"),
     # GPT-2 / CodeGPT
     Layout("gpt2", ("wte", "wpe"), "h", lora_targets=("c_attn",)),
 )
@@ -45,6 +48,7 @@ class Backbone:
     decoder: nn.Module | None
     lora_targets: tuple[str, ...]
     root: nn.Module  # the module that holds the embeddings and blocks (BertModel, T5Model, ...)
+    encoder: nn.Module  # the module whose forward embeds the inputs and runs the blocks (BertModel, T5Stack)
 
     @property
     def num_layers(self) -> int:
@@ -59,7 +63,8 @@ def find_backbone(model: nn.Module) -> Backbone:
             embeddings = [_get_path(module, path) for path in layout.embeddings]
             if isinstance(blocks, nn.ModuleList) and all(isinstance(e, nn.Module) for e in embeddings):
                 decoder = _get_path(module, layout.decoder) if layout.decoder else None
-                return Backbone(layout.family, tuple(embeddings), blocks, decoder, layout.lora_targets, module)
+                encoder = _get_path(module, layout.encoder) if layout.encoder else module
+                return Backbone(layout.family, tuple(embeddings), blocks, decoder, layout.lora_targets, module, encoder)
     known = ", ".join(layout.family for layout in KNOWN_LAYOUTS)
     raise UserError(
         f"unsupported architecture {type(model).__name__}: cannot find its embeddings and "

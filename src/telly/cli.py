@@ -10,6 +10,7 @@ import typing
 from pathlib import Path
 
 from telly.config import FinetuneConfig
+from telly.data.languages import LANGUAGES
 from telly.errors import UserError
 from telly.study.probe import PROPERTIES
 from telly.sweep import EXECUTORS
@@ -49,7 +50,7 @@ def add_config_options(parser: argparse.ArgumentParser, config_class, exclude: f
 
 
 def add_language_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--language", choices=["python", "java", "ruby"], help="the sources' language (default: told by "
+    parser.add_argument("--language", choices=list(LANGUAGES), help="the sources' language (default: told by "
                         "the file name endings of the sources; Python's standard library when none are given)")
 
 

@@ -44,12 +44,7 @@ def test_two_processes_give_the_one_process_losses_and_metrics(no_dropout_bert_d
             "--freeze", "0", "--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--max-code-len", "48",
             "--max-train-examples", "64", "--max-eval-examples", "40", "--seed", "5"]
     assert main([*argv, "--out", str(tmp_path / "one")]) == 0
-    launched = subprocess.run(
-        [str(SCRIPTS / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-         str(SCRIPTS / "telly"), *argv, "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    launched = launch_two_processes([*argv, "--out", str(tmp_path / "two")])
     assert launched.returncode == 0, launched.stderr[-3000:]
     one, two = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("one", "two"))
     assert (one["processes"], two["processes"]) == (1, 2)
@@ -58,3 +53,16 @@ def test_two_processes_give_the_one_process_losses_and_metrics(no_dropout_bert_d
     # Only the main process writes and reports.
     assert launched.stdout.count("wrote ") == 1
     assert (tmp_path / "two" / "log.txt").read_text().count("data: 64 train") == 1
+    # Resuming the finished run returns its metrics in every process (none waits for the others).
+    resumed = launch_two_processes([*argv, "--out", str(tmp_path / "two"), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count(f"test f1 {two['test']['f1']:.4f}") == 1
+
+
+def launch_two_processes(telly_argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(SCRIPTS / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+         str(SCRIPTS / "telly"), *telly_argv],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )

@@ -55,13 +55,14 @@ def finetune(config: FinetuneConfig) -> dict | None:
     """
     processes = PartialState(cpu=True)
     out = Path(config.out)
+    # Every process sees the same answer: metrics.json is written only after training, which needs them all.
+    if config.resume and (out / "metrics.json").is_file():
+        check_same_settings(out, config)
+        return json.loads((out / "metrics.json").read_text(encoding="utf-8")) if processes.is_main_process else None
     if not processes.is_main_process:
         log.setLevel(logging.WARNING)
         processes.wait_for_everyone()  # until the main process has prepared the run folder
         return _finetune(config, out, processes)
-    if config.resume and (out / "metrics.json").is_file():
-        check_same_settings(out, config)
-        return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     existed, was_empty = out.exists(), not out.is_dir() or not any(out.iterdir())
     prepare_run_folder(out, overwrite=config.overwrite, resume=config.resume)
     processes.wait_for_everyone()

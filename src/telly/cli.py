@@ -297,9 +297,17 @@ def run_report(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
+    def run_command() -> None:
         args = build_parser().parse_args(argv)
         args.handler(args)
+
+    return at_the_boundary(run_command)
+
+
+def at_the_boundary(action: typing.Callable[[], object]) -> int:
+    """Run `action`; a user mistake or a failing environment is one line on stderr and exit code 2."""
+    try:
+        action()
     except UserError as error:
         print(f"telly: error: {error}", file=sys.stderr)
         return USER_ERROR_EXIT

@@ -5,7 +5,7 @@ process of its own (so its peak memory is its own). A sweep started again skips 
 finished (they have metrics.json) and resumes the others from their last checkpoint. Executors:
 - "local": one variant after another on this machine;
 - "ray": the variants as Ray tasks (Ray must be installed: `pip install 'telly[ray]'`).
-The report (`telly.report.write_sweep_report`) is rebuilt from the run folders at the end.
+The report (`telly.report.write_report`) is rebuilt from the run folders at the end.
 """
 
 from __future__ import annotations
@@ -67,21 +67,18 @@ def run_sweep(base: FinetuneConfig, out: Path, variants: list[Variant], executor
 
 
 def _run_variants(base: FinetuneConfig, out: Path, variants: list[Variant], executor: str) -> list[Path]:
-    folders = [out / variant.name for variant in variants]
-    pending = [
-        variant_config(base, out, variant)
-        for variant, folder in zip(variants, folders)
-        if not (folder / "metrics.json").is_file()
-    ]
-    for variant, folder in zip(variants, folders):
-        state = "to run" if any(Path(config.out) == folder for config in pending) else "finished earlier, skipped"
-        log.info("sweep variant %s: %s", variant.name, state)
+    pending = []
+    for variant in variants:
+        finished = (out / variant.name / "metrics.json").is_file()
+        log.info("sweep variant %s: %s", variant.name, "finished earlier, skipped" if finished else "to run")
+        if not finished:
+            pending.append(variant_config(base, out, variant))
     if executor == "ray":
         _run_with_ray(pending)
     else:
         for config in pending:
             _run_in_own_process(config)
-    return folders
+    return [out / variant.name for variant in variants]
 
 
 def _run_in_own_process(config: FinetuneConfig) -> None:
@@ -93,14 +90,11 @@ def _run_in_own_process(config: FinetuneConfig) -> None:
 
 
 def _finetune_entry(config: FinetuneConfig) -> None:
-    """A variant's process: a user mistake is one line and exit code 2, as in the CLI."""
+    """A variant's process: errors end it as they end the CLI (one line, exit code 2)."""
+    from telly.cli import at_the_boundary
     from telly.train import finetune
 
-    try:
-        finetune(config)
-    except UserError as error:
-        print(f"telly: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(at_the_boundary(lambda: finetune(config)))
 
 
 def _run_with_ray(configs: list[FinetuneConfig]) -> None:

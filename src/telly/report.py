@@ -48,7 +48,10 @@ def expand_run_folders(folders: list[Path]) -> list[Path]:
 
 def comparison_table(runs: list[dict]) -> str:
     """A Markdown table, one row per run; Δ and speedup are relative to the full fine-tuning run (K=-1)."""
-    rows = _table_rows(runs)
+    return _markdown(_table_rows(runs))
+
+
+def _markdown(rows: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in [rows[0], ["---"] * len(rows[0]), *rows[1:]]) + "\n"
 
 
@@ -114,8 +117,8 @@ def variant(run: dict) -> str:
 
 def write_report(runs: list[dict], out: Path, title: str) -> str:
     """Write REPORT_FILES into `out`; return the Markdown."""
-    markdown = f"# {title}\n\n{comparison_table(runs)}"
     rows = _table_rows(runs)
+    markdown = f"# {title}\n\n{_markdown(rows)}"
     write_json(out / "report.json", {"title": title, "runs": runs})
     atomic_write_text(out / "report.md", markdown)
     atomic_write_text(out / "report.html", _html(title, rows))

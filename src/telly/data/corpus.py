@@ -104,7 +104,9 @@ def language_named(name: str) -> Language:
 
 def detect_language(sources: list[Path]) -> str | None:
     """The one language whose files the sources hold (by file name ending); None if none's."""
-    found = [name for name, language in LANGUAGES.items() if _source_files(sources, language.suffixes)]
+    every_suffix = tuple(suffix for language in LANGUAGES.values() for suffix in language.suffixes)
+    paths = [file.path for file in _source_files(sources, every_suffix)]  # one walk for all languages
+    found = [name for name, language in LANGUAGES.items() if any(path.endswith(language.suffixes) for path in paths)]
     if len(found) > 1:
         where = ", ".join(map(str, sources))
         raise UserError(f"{where} hold files of several languages ({', '.join(found)}); choose one with --language")

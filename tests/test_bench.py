@@ -10,4 +10,17 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 def test_the_speed_benchmark_starts():
     shown = subprocess.run([sys.executable, str(BENCH / "finetune_speed.py"), "--help"], capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
-    assert "--max-train-examples" in shown.stdout
+    assert "--max-train-examples" in shown.stdout and "--mixed-precision" in shown.stdout
+
+
+def test_the_gpu_check_runs_every_task_in_both_precisions_on_the_cpu(tiny_bert_dir, tmp_path):
+    """What the GPU check prints on a GPU, on the CPU with a tiny model: ten task rows, all passing."""
+    checked = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--device", "cpu", "--model",
+                              str(tiny_bert_dir), "--steps", "2", "--skip-speed"], capture_output=True, text=True,
+                             timeout=1200)
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    rows = [line for line in checked.stdout.splitlines() if line.startswith("| code-") or line.startswith("| clone-")]
+    tasks = ("code-search", "clone-detection", "code-summarization", "code-generation", "code-completion")
+    assert [row.split(" | ")[0].removeprefix("| ") for row in rows] == [task for task in tasks for _ in range(2)]
+    assert [row.split(" | ")[2] for row in rows] == ["no", "bf16"] * 5
+    assert all(row.endswith("| yes |") for row in rows)

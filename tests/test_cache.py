@@ -13,7 +13,7 @@ from transformers import BertConfig, BertModel
 
 from telly import FinetuneConfig, freeze
 from telly.errors import UserError
-from telly.models import cache as cache_module
+from telly.models import state_store
 from telly.models.cache import FillCounts, FrozenPrefixCache
 from telly.tasks.search import CodeSearchTask, SearchExample
 
@@ -181,7 +181,7 @@ def count_forwards(block) -> list[int]:
 
 
 def test_states_beyond_the_memory_limit_are_spilled_and_replayed_exactly(tokenizer, email_corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(cache_module, "SHARD_BYTES", 20_000)
+    monkeypatch.setattr(state_store, "SHARD_BYTES", 20_000)
     encoder, task, data, k = tiny_encoder(tokenizer), search_task(tokenizer), examples(email_corpus), 2
     batches = [task.collate(data[i : i + 8]) for i in range(0, len(data), 8)]
     expected = train_losses(task, frozen_model(task, encoder, k), batches * 2)
@@ -193,10 +193,10 @@ def test_states_beyond_the_memory_limit_are_spilled_and_replayed_exactly(tokeniz
     cache = FrozenPrefixCache(model, k, tokenizer.pad_token_id, spill_folder=tmp_path / "spill", memory_limit=limit)
     assert fill(cache, task, model, data) == FillCounts(reused=0, computed=len(wanted))
     assert len(cache) == len(wanted)
-    assert 0 < cache.memory_bytes <= limit
+    assert 0 < cache.store.memory_bytes <= limit
     spilled = [shape for path in shards(tmp_path / "spill") for shape in shard_shapes(path)]
     assert len(shards(tmp_path / "spill")) > 1
-    assert sum(math.prod(shape) for shape in spilled) * 4 == state_bytes - cache.memory_bytes
+    assert sum(math.prod(shape) for shape in spilled) * 4 == state_bytes - cache.store.memory_bytes
     assert all(shape[1] == HIDDEN for shape in spilled)
     assert train_losses(task, model, batches * 2, cache) == pytest.approx(expected, abs=1e-5)
 
@@ -267,7 +267,7 @@ def test_another_max_length_computes_only_the_sequences_it_truncates(tokenizer, 
 
 
 def test_a_damaged_shard_is_computed_again_not_a_crash(tokenizer, email_corpus, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(cache_module, "SHARD_BYTES", 20_000)
+    monkeypatch.setattr(state_store, "SHARD_BYTES", 20_000)
     encoder, task, data, k = tiny_encoder(tokenizer), search_task(tokenizer), examples(email_corpus), 2
     spilled_cache(task, frozen_model(task, encoder, k), k, tmp_path, data)
     damaged = shards(tmp_path)[0]

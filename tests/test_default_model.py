@@ -23,4 +23,4 @@ def test_default_model_finds_its_own_docstrings_zero_shot(email_corpus, tmp_path
 
     metrics = finetune(FinetuneConfig(task="code-search", data=str(email_corpus), out=str(tmp_path / "run"),
                                       max_train_examples=32, seed=0))
-    assert metrics["zero_shot_test"]["mrr"] > 0.5
+    assert metrics.zero_shot_test["mrr"] > 0.5

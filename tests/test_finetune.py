@@ -100,8 +100,9 @@ def test_no_cache_runs_the_frozen_layers_every_step(tiny_bert_dir, email_corpus,
     assert metrics["activation_cache"] is False
 
 
-def test_same_seed_gives_the_same_metrics(run, tiny_bert_dir, email_corpus, tmp_path):
+def test_same_seed_gives_the_same_metrics_and_explicit_cpu_is_what_auto_chose(run, tiny_bert_dir, email_corpus, tmp_path):
     _, first = run
-    again = run_finetune(tiny_bert_dir, email_corpus, tmp_path / "again")
+    again = run_finetune(tiny_bert_dir, email_corpus, tmp_path / "again", extra=["--device", "cpu"])
     assert again["test"] == first["test"]
     assert [h["train_loss"] for h in again["history"]] == [h["train_loss"] for h in first["history"]]
+    assert (first["device"], again["device"], again["precision"]) == ("cpu", "cpu", "no")

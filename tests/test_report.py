@@ -11,7 +11,7 @@ from telly.report import REPORT_FILES, comparison_table, load_run, write_report
 def make_run(folder, freeze, seconds, mrr, method="telly", task="code-search"):
     """A finished run of two epochs; the first takes 10 s longer (filling a cache, say)."""
     folder.mkdir()
-    metrics = {"task": task, "method": method, "freeze": freeze, "selection_metric": "mrr",
+    metrics = {"task": task, "model": "tiny", "method": method, "freeze": freeze, "selection_metric": "mrr",
                "test": {"mrr": mrr}, "zero_shot_test": {"mrr": 0.5}, "seconds_per_epoch": seconds + 5,
                "epoch_seconds": [seconds + 10, seconds], "best_epoch": 2, "peak_rss_mb": 1234.4,
                "params": {"total": 2_000_000, "trainable": 500_000, "percent_trainable": 25.0}}
@@ -24,17 +24,27 @@ def test_table_rows_and_speedups(tmp_path):
             make_run(tmp_path / "lora", -1, 60.0, 0.65, method="lora")]
     rows = comparison_table(runs).splitlines()
     assert rows[0] == ("| run | variant | zero-shot mrr | mrr | Δ mrr vs full | trainable / total params | s/epoch (1st) | "
-                       "s/epoch (later) | speedup vs full | best epoch | steps | peak RSS (MB) |")
-    # Speedups compare the later epochs (120 / 40, 120 / 60), not the first (130 / 50).
-    assert rows[2] == "| full | full | 0.5000 | 0.7000 | +0.0000 | 0.50M / 2.00M (25.0%) | 130.0 | 120.0 | 1.00x | 2 | n/a | 1234 |"
-    assert rows[3] == "| k3 | K=3 | 0.5000 | 0.6900 | -0.0100 | 0.50M / 2.00M (25.0%) | 50.0 | 40.0 | 3.00x | 2 | n/a | 1234 |"
-    assert rows[4] == "| lora | LoRA | 0.5000 | 0.6500 | -0.0500 | 0.50M / 2.00M (25.0%) | 70.0 | 60.0 | 2.00x | 2 | n/a | 1234 |"
+                       "s/epoch (later) | speedup vs full | best epoch | steps | device | peak RSS (MB) | "
+                       "peak device memory (MB) |")
+    # Speedups compare the later epochs (120 / 40, 120 / 60), not the first (130 / 50). The metrics
+    # files predate the device fields, so those cells are n/a.
+    assert rows[2] == "| full | full | 0.5000 | 0.7000 | +0.0000 | 0.50M / 2.00M (25.0%) | 130.0 | 120.0 | 1.00x | 2 | n/a | n/a | 1234 | n/a |"
+    assert rows[3] == "| k3 | K=3 | 0.5000 | 0.6900 | -0.0100 | 0.50M / 2.00M (25.0%) | 50.0 | 40.0 | 3.00x | 2 | n/a | n/a | 1234 | n/a |"
+    assert rows[4] == "| lora | LoRA | 0.5000 | 0.6500 | -0.0500 | 0.50M / 2.00M (25.0%) | 70.0 | 60.0 | 2.00x | 2 | n/a | n/a | 1234 | n/a |"
+
+
+def test_the_device_precision_and_device_memory_are_shown(tmp_path):
+    full = make_run(tmp_path / "full", -1, 120.0, 0.7)
+    full.metrics.device, full.metrics.device_name, full.metrics.precision = "cuda:0", "NVIDIA H200", "bf16"
+    full.metrics.peak_device_memory_mb = 5120.4
+    row = comparison_table([full]).splitlines()[2]
+    assert row.endswith("| cuda:0 (NVIDIA H200), bf16 | 1234 | 5120 |")
 
 
 def test_single_epoch_runs_compare_their_only_epoch(tmp_path):
     full, k3 = make_run(tmp_path / "full", -1, 100.0, 0.7), make_run(tmp_path / "k3", 3, 40.0, 0.69)
     for run, seconds in ((full, 90.0), (k3, 30.0)):
-        run["epoch_seconds"] = [seconds]
+        run.metrics.epoch_seconds = [seconds]
     rows = comparison_table([full, k3]).splitlines()
     assert "| 30.0 | n/a | 3.00x |" in rows[3]
 
@@ -49,10 +59,10 @@ def test_time_budget_runs_compare_steps_per_second_and_plot_quality_over_time(tm
     """Runs stopped by --time-budget before an epoch ended: the speedup is steps per training second."""
     full, k3 = make_run(tmp_path / "full", -1, 0.0, 0.7), make_run(tmp_path / "k3", 3, 0.0, 0.69)
     for run, steps in ((full, 40), (k3, 100)):
-        run.update(epoch_seconds=[], steps=steps, train_seconds=20.0, history=[
-            {"train_seconds": 10.0, "valid": {"mrr": 0.5}}, {"train_seconds": 20.0, "valid": {"mrr": 0.6}}])
+        run.metrics.epoch_seconds, run.metrics.steps, run.metrics.train_seconds = [], steps, 20.0
+        run.metrics.history = [{"train_seconds": 10.0, "valid": {"mrr": 0.5}}, {"train_seconds": 20.0, "valid": {"mrr": 0.6}}]
     rows = comparison_table([full, k3]).splitlines()
-    assert rows[3] == "| k3 | K=3 | 0.5000 | 0.6900 | -0.0100 | 0.50M / 2.00M (25.0%) | n/a | n/a | 2.50x | 2 | 100 | 1234 |"
+    assert rows[3] == "| k3 | K=3 | 0.5000 | 0.6900 | -0.0100 | 0.50M / 2.00M (25.0%) | n/a | n/a | 2.50x | 2 | 100 | n/a | 1234 | n/a |"
     write_report([full, k3], tmp_path, "time budget")
     assert all((tmp_path / name).stat().st_size > 0 for name in REPORT_FILES)
     assert (tmp_path / "quality_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,7 +10,7 @@ from safetensors import safe_open
 
 from telly.checkpoints import CHECKPOINTS, TrainingState, load_latest_checkpoint, save_checkpoint
 from telly.cli import main
-from telly.models.cache import SPILL_FOLDER
+from telly.run_folder import SPILL_FOLDER
 
 from conftest import start_and_kill
 

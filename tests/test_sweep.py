@@ -38,12 +38,11 @@ def sweep(tiny_bert_dir, email_corpus, tmp_path_factory):
 
 
 def test_every_variant_ran_with_the_same_data_and_seed(sweep):
-    runs = {name: load_run(sweep / name) for name in ("full", "k1", "k3", "lora")}
-    assert [(run["method"], run["freeze"]) for run in runs.values()] == [("telly", -1), ("telly", 1), ("telly", 3), ("lora", -1)]
-    assert {run["examples"]["train"] for run in runs.values()} == {64}
+    runs = {name: load_run(sweep / name).metrics for name in ("full", "k1", "k3", "lora")}
+    assert [(run.method, run.freeze) for run in runs.values()] == [("telly", -1), ("telly", 1), ("telly", 3), ("lora", -1)]
+    assert {run.examples["train"] for run in runs.values()} == {64}
     assert {json.loads((sweep / name / "config.json").read_text())["seed"] for name in runs} == {2}
-    # Each variant ran in its own process: a tiny model's run stays far below the parent's memory.
-    assert runs["k3"]["params"]["trainable"] < runs["k1"]["params"]["trainable"] < runs["full"]["params"]["trainable"]
+    assert runs["k3"].params["trainable"] < runs["k1"].params["trainable"] < runs["full"].params["trainable"]
 
 
 def test_report_holds_the_paper_columns_and_plots(sweep):
@@ -52,12 +51,12 @@ def test_report_holds_the_paper_columns_and_plots(sweep):
     for column in ("Δ mrr vs full", "trainable / total params", "s/epoch (1st)", "s/epoch (later)",
                    "speedup vs full", "best epoch", "peak RSS (MB)"):
         assert column in header
-    full, k1 = (load_run(sweep / name) for name in ("full", "k1"))
+    full, k1 = (load_run(sweep / name).metrics for name in ("full", "k1"))
     k1_row = next(line for line in markdown.splitlines() if line.startswith("| k1 |"))
-    assert f"| {k1['test']['mrr'] - full['test']['mrr']:+.4f} |" in k1_row
-    later = lambda run: sum(run["epoch_seconds"][1:]) / len(run["epoch_seconds"][1:])
+    assert f"| {k1.test['mrr'] - full.test['mrr']:+.4f} |" in k1_row
+    later = lambda run: sum(run.epoch_seconds[1:]) / len(run.epoch_seconds[1:])
     assert f"| {later(full) / later(k1):.2f}x |" in k1_row
-    assert "<table>" in (sweep / "report.html").read_text() and k1["name"] in (sweep / "report.html").read_text()
+    assert "<table>" in (sweep / "report.html").read_text() and "<td>k1</td>" in (sweep / "report.html").read_text()
     for plot in ("metric_vs_k.png", "seconds_vs_k.png", "quality_vs_time.png"):
         assert (sweep / plot).read_bytes()[:4] == b"\x89PNG"
     assert [run["name"] for run in json.loads((sweep / "report.json").read_text())["runs"]] == ["full", "k1", "k3", "lora"]
@@ -70,7 +69,7 @@ def test_a_sweep_started_again_skips_finished_variants_and_reruns_the_rest(sweep
     assert main(sweep_argv(tiny_bert_dir, email_corpus, sweep, "--lora")) == 0
     assert {name: (sweep / name / "metrics.json").read_bytes() for name in finished} == finished
     rerun = load_run(sweep / "k3")
-    assert rerun["test"] == k3_metrics["test"]  # same seed, same result
+    assert rerun.metrics.test == k3_metrics.metrics.test  # same seed, same result
     second_start = (sweep / "sweep-log.txt").read_text().split("sweep variant full:")[2]
     assert second_start.startswith(" finished earlier, skipped") and "sweep variant k3: to run" in second_start
 
@@ -91,11 +90,11 @@ def test_ray_executor_runs_the_variants_as_ray_tasks(tiny_bert_dir, email_corpus
         assert ray.is_initialized()
     finally:
         ray.shutdown()
-    runs = [load_run(out / name) for name in ("full", "k3")]
-    assert [run["freeze"] for run in runs] == [-1, 3]
+    runs = [load_run(out / name).metrics for name in ("full", "k3")]
+    assert [run.freeze for run in runs] == [-1, 3]
     # The same variant gives the same metrics whichever executor ran it.
     local = tmp_path / "local-sweep"
     argv = sweep_argv(tiny_bert_dir, email_corpus, local)
     argv[argv.index("1,3")] = "3"
     assert main(argv) == 0
-    assert load_run(local / "k3")["test"] == runs[1]["test"]
+    assert load_run(local / "k3").metrics.test == runs[1].test

@@ -39,7 +39,7 @@ def test_completion_stops_at_the_end_of_the_line_with_a_newline_tokenizer(byte_l
     contexts = ["def f(items):"]
     width = len(task._context_ids(contexts)[0])
     lm = ScriptedLM(script, len(byte_level_tokenizer), width)
-    assert task.complete(lm, contexts) == ["total = 1"]
+    assert task.complete(lm, task.prompts(contexts)) == ["total = 1"]
     assert task.line_end == byte_level_tokenizer("\n", add_special_tokens=False)["input_ids"]
 
 
@@ -52,7 +52,7 @@ def test_completion_stops_at_sep_with_a_tokenizer_that_has_no_newline(tokenizer)
     script += tokenizer("junk after", add_special_tokens=False)["input_ids"]
     contexts = ["def f(items):"]
     lm = ScriptedLM(script, tokenizer.vocab_size, len(task._context_ids(contexts)[0]))
-    assert task.complete(lm, contexts) == ["return total"]
+    assert task.complete(lm, task.prompts(contexts)) == ["return total"]
 
 
 def test_codexglue_input_becomes_code():

@@ -9,7 +9,7 @@ from conftest import start_and_kill
 
 from telly.cli import main
 from telly.config import FinetuneConfig
-from telly.train import TrainingClock, learning_rate_schedule
+from telly.train import TimeBudget, TrainingClock
 
 
 def test_a_run_trains_for_its_budget_and_validates_at_each_mark(tiny_bert_dir, email_corpus, tmp_path):
@@ -40,7 +40,7 @@ def test_the_learning_rate_warms_up_and_decays_over_the_budget(seconds, factor):
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([parameter], lr=config.lr)
     clock = TrainingClock()
-    schedule = learning_rate_schedule(optimizer, config, steps_per_epoch=10, clock=clock)
+    schedule = TimeBudget(config.time_budget, config.time_marks).schedule(optimizer, config.warmup_fraction, clock)
     clock.seconds_before = seconds
     schedule.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * factor)

@@ -3,7 +3,9 @@
     import telly
     model, tokenizer = telly.load_pretrained("default")   # or a hub id / local folder
     report = telly.freeze(model, 3)                        # embeddings + bottom 3 blocks frozen
-    metrics = telly.finetune(telly.FinetuneConfig(task="code-search", data="data/", out="runs/k3", freeze=3))
+    metrics = telly.finetune(telly.FinetuneConfig(task="code-search", data="data/", out="runs/k3", freeze=3,
+                                                  device="auto", mixed_precision="bf16"))
+    print(metrics.test, metrics.device_name)                # a RunMetrics, as runs/k3/metrics.json holds it
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ _PUBLIC = {
     "param_report": "telly.models.freeze",
     "ParamReport": "telly.models.freeze",
     "find_backbone": "telly.models.layers",
-    "finetune": "telly.train",
+    "finetune": "telly.pipeline",
     "FinetuneConfig": "telly.config",
+    "RunMetrics": "telly.run_folder",
+    "resolve_runtime": "telly.runtime",
     "UserError": "telly.errors",
 }
 

@@ -3,9 +3,9 @@
 A checkpoint is a folder `RUN/checkpoints/step-NNNNNNNN/` holding
 - `model.safetensors`: the trainable parameters (the frozen ones are the pre-trained weights),
 - `optimizer.safetensors`: the optimizer's tensors (AdamW moments and step counts),
-- `rng.safetensors`: torch's RNG state,
-- `state.json`: where training stands (`TrainingState`), the optimizer's and scheduler's other
-  values, Python's and NumPy's RNG states, and the sha256 of each file above.
+- `rng.safetensors`: torch's RNG states (the CPU's, and each CUDA device's when CUDA is in use),
+- `state.json`: where training stands (`TrainingState`), the optimizer's, scheduler's and fp16
+  loss scaler's other values, Python's and NumPy's RNG states, and the sha256 of each file above.
 It is written into a temporary folder, every file fsynced, then renamed into place in one step,
 so a folder named `step-*` is complete. Reading checks every hash; a damaged or partial
 checkpoint is reported and the one before it is used. The newest KEEP checkpoints are kept.
@@ -63,7 +63,8 @@ class CorruptCheckpoint(Exception):
     pass
 
 
-def save_checkpoint(run: Path, model: nn.Module, optimizer, scheduler, state: TrainingState) -> Path:
+def save_checkpoint(run: Path, model: nn.Module, optimizer, scheduler, state: TrainingState,
+                    scaler: torch.amp.GradScaler | None = None) -> Path:
     """Write a checkpoint of the run as it stands; returns its folder."""
     folder = Path(run) / CHECKPOINTS
     final = folder / f"{_PREFIX}{state.global_step:08d}"
@@ -74,12 +75,13 @@ def save_checkpoint(run: Path, model: nn.Module, optimizer, scheduler, state: Tr
     save_file({name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad},
               temporary / "model.safetensors")
     save_file(optimizer_tensors, temporary / "optimizer.safetensors")
-    rng_states, torch_rng_state = rng_snapshot()
-    save_file({"torch": torch_rng_state}, temporary / "rng.safetensors")
+    rng_states, rng_tensors = rng_snapshot()
+    save_file(rng_tensors, temporary / "rng.safetensors")
     document = {
         "state": dataclasses.asdict(state),
         "optimizer": optimizer_values,
         "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else {},  # empty unless fp16
         "rng": rng_states,
         "files": {name: _sha256(temporary / name) for name in _TENSOR_FILES},
     }
@@ -95,8 +97,9 @@ def save_checkpoint(run: Path, model: nn.Module, optimizer, scheduler, state: Tr
     return final
 
 
-def load_latest_checkpoint(run: Path, model: nn.Module, optimizer, scheduler) -> TrainingState | None:
-    """Restore the newest complete checkpoint into model, optimizer, scheduler and the RNGs.
+def load_latest_checkpoint(run: Path, model: nn.Module, optimizer, scheduler,
+                           scaler: torch.amp.GradScaler | None = None) -> TrainingState | None:
+    """Restore the newest complete checkpoint into model, optimizer, scheduler, loss scaler and the RNGs.
 
     Damaged checkpoints are logged and skipped, falling back to older ones; None when there is none.
     Temporary folders of checkpoints that a kill interrupted are removed.
@@ -117,29 +120,38 @@ def load_latest_checkpoint(run: Path, model: nn.Module, optimizer, scheduler) ->
         model.load_state_dict(tensors["model"], strict=False)
         optimizer.load_state_dict(_join_optimizer_state(tensors["optimizer"], document["optimizer"]))
         scheduler.load_state_dict(document["scheduler"])
-        restore_rng(document["rng"], tensors["rng"]["torch"])
+        if scaler is not None and document.get("scaler"):
+            scaler.load_state_dict(document["scaler"])
+        restore_rng(document["rng"], tensors["rng"])
         log.info("resuming from %s", checkpoint.name)
         return TrainingState(**document["state"])
     return None
 
 
-def rng_snapshot() -> tuple[dict, torch.Tensor]:
-    """The RNG states as `load_latest_checkpoint` restores them (for restoring after other work)."""
+def rng_snapshot() -> tuple[dict, dict[str, torch.Tensor]]:
+    """The RNG states as `load_latest_checkpoint` restores them (for restoring after other work):
+    Python's and NumPy's as JSON values, torch's (CPU, and each CUDA device once CUDA is in use) as tensors."""
     python_version, python_state, python_gauss = random.getstate()
     numpy_state = np.random.get_state()
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_initialized():
+        tensors |= {f"cuda.{index}": state for index, state in enumerate(torch.cuda.get_rng_state_all())}
     return (
         {"python": [python_version, list(python_state), python_gauss],
          "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]]},
-        torch.get_rng_state(),
+        tensors,
     )
 
 
-def restore_rng(states: dict, torch_state: torch.Tensor) -> None:
+def restore_rng(states: dict, tensors: dict[str, torch.Tensor]) -> None:
     version, python_state, gauss = states["python"]
     random.setstate((version, tuple(python_state), gauss))
     name, keys, position, has_gauss, cached = states["numpy"]
     np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
-    torch.set_rng_state(torch_state)
+    torch.set_rng_state(tensors["torch"])
+    cuda_states = [tensors[f"cuda.{index}"] for index in range(sum(name.startswith("cuda.") for name in tensors))]
+    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_states)
 
 
 def remove_checkpoints(run: Path) -> None:

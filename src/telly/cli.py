@@ -132,17 +132,28 @@ def add_study_options(parser: argparse.ArgumentParser, default_out: str | None) 
     parser.add_argument("--cache-dir", type=Path, default=None, help="where representations are cached (default: ~/.cache/telly/features)")
     parser.add_argument("--no-feature-cache", action="store_true", help="compute representations without reading or writing the cache")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the model folder's own Python code to run")
+    add_device_options(parser)
     parser.set_defaults(handler=run_study)
 
 
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """--device and --mixed-precision, worded as FinetuneConfig words them."""
+    for name in ("device", "mixed_precision"):
+        field = next(f for f in dataclasses.fields(FinetuneConfig) if f.name == name)
+        parser.add_argument("--" + name.replace("_", "-"), default=field.default,
+                            help=f"{field.metadata['help']} (default: {field.default})")
+
+
 def run_study(args: argparse.Namespace) -> None:
-    """Shared by probe and compare: check the output folder and the cache, then run the command."""
+    """Shared by probe and compare: check the device, the output folder and the cache, then run the command."""
+    from telly.runtime import resolve_runtime
     from telly.study.representations import FeatureCache, default_cache_dir
 
+    runtime = resolve_runtime(args.device, args.mixed_precision)
     if args.out is not None:
         check_output_folder(args.out)
     cache = FeatureCache(None if args.no_feature_cache else args.cache_dir or default_cache_dir())
-    args.run_command(args, cache)
+    args.run_command(args, cache, runtime)
 
 
 def check_output_folder(out: Path) -> None:
@@ -185,7 +196,7 @@ def sources_and_language(sources: list[Path] | None, language: str | None) -> tu
     return defaults, language
 
 
-def run_probe(args: argparse.Namespace, cache) -> None:
+def run_probe(args: argparse.Namespace, cache, runtime) -> None:
     from telly.study.probe import probe_markdown, run_probe_study
     from telly.study.probe_data import build_probe_set
     from telly.study.representations import control_model, pretrained_model, run_models
@@ -195,14 +206,14 @@ def run_probe(args: argparse.Namespace, cache) -> None:
     if args.max_length < 8:
         raise UserError(f"--max-length must be at least 8, got {args.max_length}")
     if args.run:
-        run = run_models(args.run, args.model)
+        run = run_models(args.run, args.model, runtime)
         model_name, model = run.config.model, run.finetuned
     elif args.control:
         model_name = args.model or "default"
-        model = control_model(model_name, args.seed, args.trust_remote_code)
+        model = control_model(model_name, args.seed, args.trust_remote_code, runtime)
     else:
         model_name = args.model or "default"
-        model = pretrained_model(model_name, args.trust_remote_code)
+        model = pretrained_model(model_name, args.trust_remote_code, runtime)
     sources, language = sources_and_language(args.sources, args.language)
     probe_set = build_probe_set(sources, args.functions, args.seed, language=language)
     properties = PROPERTIES if args.property == "all" else (args.property,)
@@ -214,7 +225,7 @@ def run_probe(args: argparse.Namespace, cache) -> None:
     write_results(args.out, "probe", report, probe_markdown(report), panels, f"{model_name} ({model.description})")
 
 
-def run_compare(args: argparse.Namespace, cache) -> None:
+def run_compare(args: argparse.Namespace, cache, runtime) -> None:
     from telly.study.compare import compare_markdown, compare_panels, compare_run
 
     if args.out is None and len(args.run) > 1:
@@ -223,18 +234,21 @@ def run_compare(args: argparse.Namespace, cache) -> None:
         raise UserError("--data replaces one run's data folder; compare several runs without it")
     out = args.out or args.run[0] / "compare"
     check_output_folder(out)
-    comparisons = [compare_run(run, args.model, args.inputs, data=args.data, cache=cache) for run in args.run]
+    comparisons = [compare_run(run, args.model, args.inputs, data=args.data, cache=cache, runtime=runtime)
+                   for run in args.run]
     write_results(out, "compare", {"comparisons": comparisons}, compare_markdown(comparisons),
                   compare_panels(comparisons), "representational similarity per layer")
 
 
 def run_recommend(args: argparse.Namespace) -> None:
+    from telly.runtime import resolve_runtime, start_processes
     from telly.study.recommend import recommend_k, recommendation_markdown
 
     config = FinetuneConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(FinetuneConfig)})
+    runtime = resolve_runtime(config.device, config.mixed_precision, start_processes(config.device))
     out = Path(config.out)
     check_output_folder(out)
-    recommendation = recommend_k(config, out)
+    recommendation = recommend_k(config, out, runtime)
     panel = ("similarity to the pre-trained model", recommendation.measure.upper(), {
         recommendation.measure.upper(): recommendation.similarities,
         "threshold": [recommendation.threshold] * len(recommendation.similarities),
@@ -255,12 +269,12 @@ def run_data_build(args: argparse.Namespace) -> None:
 
 
 def run_finetune(args: argparse.Namespace) -> None:
-    from telly.train import finetune
+    from telly.pipeline import finetune
 
     options = {field.name: getattr(args, field.name) for field in dataclasses.fields(FinetuneConfig)}
     metrics = finetune(FinetuneConfig(**options))
     if metrics is not None:  # None in the other processes of an `accelerate launch` run
-        print(f"wrote {args.out}/metrics.json; test {metrics['selection_metric']} {metrics['test'][metrics['selection_metric']]:.4f}")
+        print(f"wrote {args.out}/metrics.json; test {metrics.selection_metric} {metrics.selection_score:.4f}")
 
 
 def run_sweep(args: argparse.Namespace) -> None:
@@ -285,14 +299,15 @@ def run_sweep(args: argparse.Namespace) -> None:
 
 def run_report(args: argparse.Namespace) -> None:
     from telly.report import comparison_table, expand_run_folders, load_run, write_report
+    from telly.run_folder import is_finished
 
     runs = [load_run(folder) for folder in expand_run_folders(args.runs)]
-    out = args.out or (args.runs[0] if len(args.runs) == 1 and not (args.runs[0] / "metrics.json").is_file() else None)
+    out = args.out or (args.runs[0] if len(args.runs) == 1 and not is_finished(args.runs[0]) else None)
     if out is None:
         print(comparison_table(runs), end="")
         return
     check_output_folder(out)
-    print(write_report(runs, out, f"{runs[0]['task']}: {', '.join(run['name'] for run in runs)}"), end="")
+    print(write_report(runs, out, f"{runs[0].metrics.task}: {', '.join(run.name for run in runs)}"), end="")
     print(f"wrote {out}/report.md, .html, .json and plots")
 
 

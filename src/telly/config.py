@@ -13,6 +13,7 @@ from telly.errors import UserError
 
 
 METHODS = ("telly", "lora")
+PRECISIONS = ("no", "bf16", "fp16")
 AUTO = "auto"
 SIMILARITY_MEASURES = ("rsa", "cka")
 
@@ -62,7 +63,8 @@ class FinetuneConfig:
     lora_targets: str = option("", "comma-separated module names LoRA adapts (default: the attention projections)")
     freeze_decoder: bool = option(False, "also freeze the pre-trained decoder blocks (T5/CodeT5)")
     no_cache: bool = option(False, "run the frozen layers every step instead of caching their output once")
-    cache_memory_mb: int = option(2048, "MB of activation-cache states kept in memory; the rest spill to OUT/activation-cache/")
+    cache_memory_mb: int = option(2048, "MB of activation-cache states kept in host memory; the rest spill to OUT/activation-cache/")
+    cache_device_mb: int = option(2048, "MB of activation-cache states kept on a GPU before host memory (ignored on the CPU)")
     max_train_examples: int | None = option(None, "use only the first N training examples (after shuffling by seed)")
     max_eval_examples: int | None = option(None, "use only the first N valid/test examples")
     auto_freeze_examples: int = option(256, "--freeze auto: training examples of the brief full fine-tuning")
@@ -70,6 +72,8 @@ class FinetuneConfig:
     auto_freeze_threshold: float = option(0.9, "--freeze auto: freeze the layers whose similarity stays at least this")
     auto_freeze_measure: str = option("rsa", "--freeze auto: similarity measure, rsa or cka")
     seed: int = option(42, "random seed (same seed, same metrics)")
+    device: str = option("auto", "auto (the GPU or other accelerator Accelerate would pick, else the CPU), cpu, cuda, cuda:N or mps")
+    mixed_precision: str = option("no", "no, bf16 (autocast) or fp16 (autocast with loss scaling; GPU only)")
     trust_remote_code: bool = option(False, "allow the model folder's own Python code to run")
     overwrite: bool = option(False, "write into a run folder that already has results")
     resume: bool = option(False, "continue the interrupted run in --out from its last complete checkpoint")
@@ -86,6 +90,10 @@ class FinetuneConfig:
         for name in ("max_train_examples", "max_eval_examples", "time_budget"):
             if getattr(self, name) is not None:
                 _require_positive(name, getattr(self, name))
+        if self.cache_device_mb < 0:
+            raise UserError(f"--cache-device-mb must be >= 0, got {self.cache_device_mb}")
+        if self.mixed_precision not in PRECISIONS:
+            raise UserError(f"--mixed-precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}")
         if self.method not in METHODS:
             raise UserError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.resume and self.overwrite:

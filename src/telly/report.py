@@ -8,30 +8,33 @@ quality against training time (the comparison at equal time that `--time-budget`
 from __future__ import annotations
 
 import html
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from telly.errors import UserError
 from telly.files import atomic_write_text, write_json
+from telly.run_folder import METRICS_FILE, RunMetrics, is_finished, read_metrics
 
 REPORT_FILES = ("report.md", "report.html", "report.json", "metric_vs_k.png", "seconds_vs_k.png", "quality_vs_time.png")
 
 
-def load_run(folder: Path) -> dict:
-    path = Path(folder) / "metrics.json"
-    if not path.is_file():
-        raise UserError(f"{folder} is not a finished run (no metrics.json)")
-    try:
-        return {"name": Path(folder).name, **json.loads(path.read_text(encoding="utf-8"))}
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON: {error}") from None
+@dataclass(frozen=True)
+class Run:
+    """A finished run as a report shows it: its folder's name and its metrics."""
+
+    name: str
+    metrics: RunMetrics
+
+
+def load_run(folder: Path) -> Run:
+    return Run(Path(folder).name, read_metrics(folder))
 
 
 def sweep_runs(folder: Path) -> list[Path]:
     """The finished run folders inside a sweep folder, in name order (full, k0, k1, ..., lora)."""
-    runs = [path.parent for path in Path(folder).glob("*/metrics.json")]
+    runs = [path.parent for path in Path(folder).glob(f"*/{METRICS_FILE}")]
     if not runs:
         raise UserError(f"{folder} is neither a finished run nor a sweep holding finished runs")
     order = {"full": (0, 0), "lora": (2, 0)}
@@ -42,11 +45,11 @@ def expand_run_folders(folders: list[Path]) -> list[Path]:
     """Run folders as given; a sweep folder stands for the runs inside it."""
     expanded = []
     for folder in folders:
-        expanded += [folder] if (Path(folder) / "metrics.json").is_file() else sweep_runs(folder)
+        expanded += [folder] if is_finished(folder) else sweep_runs(folder)
     return expanded
 
 
-def comparison_table(runs: list[dict]) -> str:
+def comparison_table(runs: list[Run]) -> str:
     """A Markdown table, one row per run; Δ and speedup are relative to the full fine-tuning run (K=-1)."""
     return _markdown(_table_rows(runs))
 
@@ -55,47 +58,62 @@ def _markdown(rows: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in [rows[0], ["---"] * len(rows[0]), *rows[1:]]) + "\n"
 
 
-def _table_rows(runs: list[dict]) -> list[list[str]]:
+def _table_rows(runs: list[Run]) -> list[list[str]]:
     if not runs:
         raise UserError("no runs to compare")
-    tasks = {run["task"] for run in runs}
+    tasks = {run.metrics.task for run in runs}
     if len(tasks) > 1:
         raise UserError(f"runs of different tasks cannot share a table: {', '.join(sorted(tasks))}")
-    metric_names = list(runs[0]["test"])
-    selection = runs[0]["selection_metric"]
-    full = next((run for run in runs if variant(run) == "full"), None)
+    metric_names = list(runs[0].metrics.test)
+    selection = runs[0].metrics.selection_metric
+    full = next((run.metrics for run in runs if variant(run.metrics) == "full"), None)
     header = ["run", "variant", f"zero-shot {selection}", *metric_names, f"Δ {selection} vs full",
               "trainable / total params", "s/epoch (1st)", "s/epoch (later)", "speedup vs full", "best epoch",
-              "steps", "peak RSS (MB)"]
+              "steps", "device", "peak RSS (MB)", "peak device memory (MB)"]
     rows = [header]
     for run in runs:
-        params = run["params"]
-        first, later = epoch_seconds(run)
+        name, metrics = run.name, run.metrics
+        params = metrics.params
+        first, later = epoch_seconds(metrics)
         rows.append([
-            run["name"],
-            variant(run),
-            f"{run['zero_shot_test'][selection]:.4f}" if run.get("zero_shot_test") else "n/a",
-            *(f"{run['test'][name]:.4f}" for name in metric_names),
-            f"{run['test'][selection] - full['test'][selection]:+.4f}" if full else "n/a",
+            name,
+            variant(metrics),
+            f"{metrics.zero_shot_test[selection]:.4f}" if metrics.zero_shot_test else "n/a",
+            *(f"{metrics.test[metric]:.4f}" for metric in metric_names),
+            f"{metrics.selection_score - full.selection_score:+.4f}" if full else "n/a",
             f"{params['trainable'] / 1e6:.2f}M / {params['total'] / 1e6:.2f}M ({params['percent_trainable']:.1f}%)",
-            f"{first:.1f}" if first is not None else "n/a",
-            f"{later:.1f}" if later is not None else "n/a",
-            f"{speedup(full, run):.2f}x" if full else "n/a",
-            str(run.get("best_epoch", "n/a")),
-            str(run.get("steps", "n/a")),
-            f"{run['peak_rss_mb']:.0f}" if "peak_rss_mb" in run else "n/a",
+            _number(first, ".1f"),
+            _number(later, ".1f"),
+            f"{speedup(full, metrics):.2f}x" if full else "n/a",
+            str(metrics.best_epoch),
+            _number(metrics.steps, "d"),
+            device(metrics),
+            _number(metrics.peak_rss_mb, ".0f"),
+            _number(metrics.peak_device_memory_mb, ".0f"),
         ])
     return rows
 
 
-def epoch_seconds(run: dict) -> tuple[float | None, float | None]:
+def _number(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def device(metrics: RunMetrics) -> str:
+    """"cuda:0 (NVIDIA H200), bf16" — where the run trained; "n/a" for runs older than the field."""
+    if metrics.device is None:
+        return "n/a"
+    where = f"{metrics.device} ({metrics.device_name})" if metrics.device_name else metrics.device
+    return where if metrics.precision == "no" else f"{where}, {metrics.precision}"
+
+
+def epoch_seconds(metrics: RunMetrics) -> tuple[float | None, float | None]:
     """Seconds of the first epoch, and the mean of the later ones (None where there are none: a
     time-budget run may stop before an epoch ends)."""
-    seconds = run.get("epoch_seconds") or []
+    seconds = metrics.epoch_seconds
     return (seconds[0] if seconds else None), (float(np.mean(seconds[1:])) if len(seconds) > 1 else None)
 
 
-def speedup(full: dict, run: dict) -> float:
+def speedup(full: RunMetrics, run: RunMetrics) -> float:
     """Full fine-tuning's seconds per epoch over the run's: later epochs when both have them (the
     steady state, after a cache is filled), else the first; steps per training second when an
     epoch is missing (runs stopped by a time budget)."""
@@ -105,21 +123,21 @@ def speedup(full: dict, run: dict) -> float:
         return full_later / later
     if full_first is not None and first is not None:
         return full_first / first
-    return (run["steps"] / run["train_seconds"]) / (full["steps"] / full["train_seconds"])
+    return (run.steps / run.train_seconds) / (full.steps / full.train_seconds)
 
 
-def variant(run: dict) -> str:
+def variant(metrics: RunMetrics) -> str:
     """"full", "K=3" or "LoRA" — what was trained."""
-    if run.get("method") == "lora":
+    if metrics.method == "lora":
         return "LoRA"
-    return "full" if run["freeze"] == -1 else f"K={run['freeze']}"
+    return "full" if metrics.freeze == -1 else f"K={metrics.freeze}"
 
 
-def write_report(runs: list[dict], out: Path, title: str) -> str:
+def write_report(runs: list[Run], out: Path, title: str) -> str:
     """Write REPORT_FILES into `out`; return the Markdown."""
     rows = _table_rows(runs)
     markdown = f"# {title}\n\n{_markdown(rows)}"
-    write_json(out / "report.json", {"title": title, "runs": runs})
+    write_json(out / "report.json", {"title": title, "runs": [{"name": run.name, **run.metrics.to_dict()} for run in runs]})
     atomic_write_text(out / "report.md", markdown)
     atomic_write_text(out / "report.html", _html(title, rows))
     _plot_against_k(runs, out)
@@ -141,37 +159,37 @@ def _html(title: str, rows: list[list[str]]) -> str:
     )
 
 
-def _plot_against_k(runs: list[dict], out: Path) -> None:
+def _plot_against_k(runs: list[Run], out: Path) -> None:
     from telly.study.plots import plot_points
 
-    selection = runs[0]["selection_metric"]
-    telly_runs = sorted((run for run in runs if run.get("method") != "lora"), key=lambda run: run["freeze"])
-    ks = [run["freeze"] for run in telly_runs]
-    lora = [run for run in runs if run.get("method") == "lora"]
-    metric = {"Telly-K (K=-1: full)": (ks, [run["test"][selection] for run in telly_runs])}
-    metric |= {"LoRA": (ks, [lora[0]["test"][selection]] * len(ks))} if lora and ks else {}
-    firsts, laters = zip(*(epoch_seconds(run) for run in telly_runs)) if telly_runs else ((), ())
+    first = runs[0].metrics
+    telly_runs = sorted((run.metrics for run in runs if run.metrics.method != "lora"), key=lambda metrics: metrics.freeze)
+    ks = [metrics.freeze for metrics in telly_runs]
+    lora = [run.metrics for run in runs if run.metrics.method == "lora"]
+    metric = {"Telly-K (K=-1: full)": (ks, [metrics.selection_score for metrics in telly_runs])}
+    metric |= {"LoRA": (ks, [lora[0].selection_score] * len(ks))} if lora and ks else {}
+    firsts, laters = zip(*(epoch_seconds(metrics) for metrics in telly_runs)) if telly_runs else ((), ())
     seconds = {}
-    if all(first is not None for first in firsts):
+    if all(first_epoch is not None for first_epoch in firsts):
         seconds["first epoch"] = (ks, list(firsts))
     if all(later is not None for later in laters):
         seconds["later epochs"] = (ks, list(laters))
-    plot_points(out / "metric_vs_k.png", metric, "K (frozen blocks; -1 = full fine-tuning)", f"test {selection}",
-                f"{runs[0]['task']}: quality vs K")
+    plot_points(out / "metric_vs_k.png", metric, "K (frozen blocks; -1 = full fine-tuning)",
+                f"test {first.selection_metric}", f"{first.task}: quality vs K")
     plot_points(out / "seconds_vs_k.png", seconds, "K (frozen blocks; -1 = full fine-tuning)", "seconds per epoch",
-                f"{runs[0]['task']}: time vs K")
+                f"{first.task}: time vs K")
 
 
-def _plot_against_time(runs: list[dict], out: Path) -> None:
+def _plot_against_time(runs: list[Run], out: Path) -> None:
     """Validation quality at each evaluation against the training seconds spent so far, one line per run."""
     from telly.study.plots import plot_points
 
-    selection = runs[0]["selection_metric"]
+    first = runs[0].metrics
     series = {
-        run["name"]: ([entry["train_seconds"] for entry in run["history"]],
-                      [entry["valid"][selection] for entry in run["history"]])
+        run.name: ([entry["train_seconds"] for entry in run.metrics.history],
+                   [entry["valid"][first.selection_metric] for entry in run.metrics.history])
         for run in runs
-        if all("train_seconds" in entry for entry in run.get("history", []))
+        if all("train_seconds" in entry for entry in run.metrics.history)
     }
     plot_points(out / "quality_vs_time.png", series, "training seconds (evaluation not counted)",
-                f"valid {selection}", f"{runs[0]['task']}: quality vs training time")
+                f"valid {first.selection_metric}", f"{first.task}: quality vs training time")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from telly.config import FinetuneConfig
 from telly.errors import UserError
+from telly.run_folder import is_finished, run_log
 
 EXECUTORS = ("local", "ray")
 
@@ -57,8 +58,6 @@ def variant_config(base: FinetuneConfig, out: Path, variant: Variant) -> Finetun
 def run_sweep(base: FinetuneConfig, out: Path, variants: list[Variant], executor: str = "local") -> list[Path]:
     """Run every unfinished variant; return the run folders in variant order. Progress goes to the
     console and to OUT/sweep-log.txt."""
-    from telly.train import run_log
-
     if executor not in EXECUTORS:
         raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     out.mkdir(parents=True, exist_ok=True)
@@ -69,7 +68,7 @@ def run_sweep(base: FinetuneConfig, out: Path, variants: list[Variant], executor
 def _run_variants(base: FinetuneConfig, out: Path, variants: list[Variant], executor: str) -> list[Path]:
     pending = []
     for variant in variants:
-        finished = (out / variant.name / "metrics.json").is_file()
+        finished = is_finished(out / variant.name)
         log.info("sweep variant %s: %s", variant.name, "finished earlier, skipped" if finished else "to run")
         if not finished:
             pending.append(variant_config(base, out, variant))
@@ -92,7 +91,7 @@ def _run_in_own_process(config: FinetuneConfig) -> None:
 def _finetune_entry(config: FinetuneConfig) -> None:
     """A variant's process: errors end it as they end the CLI (one line, exit code 2)."""
     from telly.cli import at_the_boundary
-    from telly.train import finetune
+    from telly.pipeline import finetune
 
     sys.exit(at_the_boundary(lambda: finetune(config)))
 
@@ -104,17 +103,27 @@ def _run_with_ray(configs: list[FinetuneConfig]) -> None:
         raise UserError("--executor ray needs Ray: pip install 'telly[ray]'") from None
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)
-    # A whole node per variant, so that concurrent variants never share CPUs and distort each other's timings.
-    node_cpus = min(node["Resources"].get("CPU", 1) for node in ray.nodes() if node["Alive"])
-    remote = ray.remote(num_cpus=node_cpus)(_finetune_for_ray)
+    remote = ray.remote(**_ray_resources(ray.nodes(), configs[0].device if configs else "auto"))(_finetune_for_ray)
     failures = [message for message in ray.get([remote.remote(config) for config in configs]) if message]
     if failures:
         raise UserError("; ".join(failures))
 
 
+def _ray_resources(nodes: list[dict], device: str) -> dict:
+    """What one variant asks Ray for. With GPUs (and a device other than the CPU): one GPU and its
+    share of a node's CPUs, so the variants run side by side, one on each GPU. Without: a whole
+    node, so that concurrent variants never share CPUs and distort each other's timings."""
+    alive = [node["Resources"] for node in nodes if node["Alive"]]
+    node_cpus = min(resources.get("CPU", 1) for resources in alive)
+    node_gpus = min(resources.get("GPU", 0) for resources in alive)
+    if node_gpus >= 1 and device != "cpu":
+        return {"num_gpus": 1, "num_cpus": max(1, int(node_cpus // node_gpus))}
+    return {"num_cpus": node_cpus}
+
+
 def _finetune_for_ray(config: FinetuneConfig) -> str | None:
     """A Ray task: the variant's error as text (None when it finished), so one failure does not hide the rest."""
-    from telly.train import finetune
+    from telly.pipeline import finetune
 
     try:
         finetune(config)

@@ -13,46 +13,37 @@ the stored output of block K-1 and run only the top L-K blocks. The model's own 
 
 Stored states are looked up by the token ids of each row (padding stripped), so a task needs no
 change: whatever it encodes, in any batch and order, finds its own prefix output. Each state is
-trimmed to its sequence's real length and kept in memory up to a byte limit; beyond it, states are
-written to safetensors shards in a spill folder and read back through a memory map when replayed.
-Only calls of the embeddings made by the encoder's own forward count: a new decoder that embeds
-its targets with the encoder's embedding module (as CodeXGLUE's code-to-text does) gets real
-embeddings, so encoder-decoder tasks are served too; T5's decoder has an embedding module of its
-own (sharing the weight).
+trimmed to its sequence's real length and kept by a `StateStore`: on the model's device while a
+byte limit allows, then in host memory up to another, beyond it in safetensors shards in a spill
+folder. Only calls of the embeddings made by the encoder's own forward count: a new decoder that
+embeds its targets with the encoder's embedding module (as CodeXGLUE's code-to-text does) gets
+real embeddings, so encoder-decoder tasks are served too; T5's decoder has an embedding module of
+its own (sharing the weight).
 
-The spill folder outlives an interrupted run, and a new cache on it reuses its shards: each shard
-records a fingerprint of what the states depend on besides the input (K, the model's
-configuration, the bytes of the embeddings' and blocks 0..K-1's weights). A shard with another
-fingerprint is deleted, an unreadable one too (a warning); their states are computed again. Data
-and length limits need no fingerprint: a sequence truncated differently has other token ids, so
-other keys, and only sequences whose key is not stored are computed.
+The spill folder outlives an interrupted run, and a new cache on it reuses its shards while they
+carry the cache's fingerprint of what the states depend on besides the input (K, the model's
+configuration, the bytes of the embeddings' and blocks 0..K-1's weights). Data and length limits
+need no fingerprint: a sequence truncated differently has other token ids, so other keys, and only
+sequences whose key is not stored are computed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save
 from torch import nn
 
 from telly.errors import UserError
-from telly.files import atomic_open
 from telly.models.layers import Backbone, find_backbone
+from telly.models.state_store import StateStore
 
 SUPPORTED_FAMILIES = ("bert-like", "t5")
-SPILL_FOLDER = "activation-cache"  # inside the run folder
-SHARD_BYTES = 64 * 2**20  # states beyond the memory limit wait in memory until a shard of this size is full
-
-log = logging.getLogger("telly")
 
 
 class _PassThrough(nn.Module):
@@ -90,13 +81,6 @@ class _SkippedWhenStored(nn.Module):
         return self.block(hidden_states, *args, **kwargs)
 
 
-class _Spilled(NamedTuple):
-    """Where a spilled state lives: a tensor of an open (memory-mapped) shard."""
-
-    shard: object  # safetensors.safe_open
-    name: str
-
-
 class FillCounts(NamedTuple):
     reused: int  # distinct sequences whose states were stored already (spilled by an earlier run)
     computed: int  # distinct sequences whose states this fill computed
@@ -109,12 +93,13 @@ def cache_supported(model: nn.Module) -> bool:
 class FrozenPrefixCache:
     """Stored outputs of the frozen embeddings + bottom `k` blocks of `model`, keyed by token ids.
 
-    Without `spill_folder` every state stays in memory. With it, states beyond `memory_limit` bytes
-    are written to shards there, and the valid shards already there are reused.
+    Without `spill_folder` every state stays where it was computed. With it, states are kept on an
+    accelerator up to `device_limit` bytes, then in host memory up to `memory_limit`, and the rest
+    are written to shards there; the valid shards already there are reused.
     """
 
     def __init__(self, model: nn.Module, k: int, pad_id: int, spill_folder: Path | None = None,
-                 memory_limit: int | None = None):
+                 memory_limit: int | None = None, device_limit: int = 0):
         backbone = find_backbone(model)
         if backbone.family not in SUPPORTED_FAMILIES:
             raise UserError(f"the activation cache supports {', '.join(SUPPORTED_FAMILIES)} models, "
@@ -126,22 +111,18 @@ class FrozenPrefixCache:
         self.backbone, self.k, self.pad_id = backbone, k, pad_id
         self._first_block = backbone.blocks[0]  # kept: it is swapped out while the cache works
         self.spill_folder = None if spill_folder is None else Path(spill_folder)
-        self.memory_limit = math.inf if memory_limit is None else memory_limit
-        self.memory_bytes = 0  # of the states kept in memory
+        if spill_folder is None:
+            self.store = StateStore(device_limit=math.inf)
+        else:  # the fingerprint now, while no block is swapped for a wrapper
+            self.store = StateStore(prefix_fingerprint(backbone, k), spill_folder, memory_limit, device_limit)
         self.filled = False
-        self._states: dict[tuple[int, ...], torch.Tensor | _Spilled] = {}
-        self._unwritten: list[tuple[int, ...]] = []  # keys of states beyond the limit, not yet in a shard
-        self._unwritten_bytes = 0
         self._current_keys: list[tuple[int, ...]] = []
         self._seen: set[tuple[int, ...]] = set()  # distinct sequences the current fill met
         self._all_stored = False  # whether every sequence of the current encoder call is stored
         self._encoder_calls = 0  # > 0 while the encoder's own forward runs
-        if self.spill_folder is not None:
-            self._fingerprint = prefix_fingerprint(backbone, k)  # now, while no block is swapped for a wrapper
-            self._open_shards()
 
     def __len__(self) -> int:
-        return len(self._states)
+        return len(self.store)
 
     @torch.no_grad()
     def fill(self, model: nn.Module, run_batches: Callable[[], None]) -> FillCounts:
@@ -158,7 +139,7 @@ class FrozenPrefixCache:
         stored_before, self._seen = len(self), set()
         with self._swapped(0, prefix + top), self._embedding_hook(self._remember_keys):
             run_batches()
-        self._write_shard()
+        self.store.flush()
         model.train(was_training)
         self.filled = True
         computed = len(self) - stored_before
@@ -199,62 +180,13 @@ class FrozenPrefixCache:
     def _remember_keys(self, module, args, kwargs, output):
         self._current_keys = self._keys(kwargs.get("input_ids", args[0] if args else None))
         self._seen.update(self._current_keys)
-        self._all_stored = all(key in self._states for key in self._current_keys)
+        self._all_stored = all(key in self.store for key in self._current_keys)
         return output
 
     def _store(self, hidden_states: torch.Tensor) -> None:
         for key, states in zip(self._current_keys, hidden_states):
-            if key in self._states:
-                continue
-            state = self._states[key] = states[: len(key)].clone()
-            if self.memory_bytes + state.nbytes <= self.memory_limit:
-                self.memory_bytes += state.nbytes
-            else:
-                self._unwritten.append(key)
-                self._unwritten_bytes += state.nbytes
-                if self._unwritten_bytes >= SHARD_BYTES:
-                    self._write_shard()
-
-    def _write_shard(self) -> None:
-        """Move the states beyond the memory limit into a new shard (a no-op when there are none)."""
-        if not self._unwritten:
-            return
-        keys, path = self._unwritten, self.spill_folder / f"states-{uuid.uuid4().hex}.safetensors"
-        tensors = {str(index): self._states[key] for index, key in enumerate(keys)}
-        with atomic_open(path, "wb") as stream:
-            stream.write(save(tensors, metadata={"fingerprint": self._fingerprint, "keys": json.dumps(keys)}))
-        shard = safe_open(path, framework="pt")
-        for index, key in enumerate(keys):
-            self._states[key] = _Spilled(shard, str(index))
-        self._unwritten, self._unwritten_bytes = [], 0
-
-    def _open_shards(self) -> None:
-        """Take in the shards an earlier cache left with the same fingerprint; delete the others."""
-        if not self.spill_folder.is_dir():
-            return
-        for unfinished in self.spill_folder.glob(".*.tmp"):  # a write a kill interrupted
-            unfinished.unlink()
-        outdated = 0
-        for path in sorted(self.spill_folder.glob("*.safetensors")):
-            try:
-                shard = safe_open(path, framework="pt")
-                metadata = shard.metadata() or {}
-                if metadata.get("fingerprint") != self._fingerprint:
-                    outdated += 1
-                    path.unlink()
-                    continue
-                keys = [tuple(key) for key in json.loads(metadata["keys"])]
-                if len(keys) != len(shard.keys()):
-                    raise ValueError(f"{len(keys)} keys for {len(shard.keys())} tensors")
-            except (SafetensorError, OSError, ValueError, KeyError, TypeError) as error:
-                log.warning("activation cache: %s is damaged (%s); its states are computed again", path, error)
-                path.unlink()
-                continue
-            for index, key in enumerate(keys):
-                self._states.setdefault(key, _Spilled(shard, str(index)))
-        if outdated:
-            log.info("activation cache: %d shards in %s were made with another frozen prefix; deleted",
-                     outdated, self.spill_folder)
+            if key not in self.store:
+                self.store.add(key, states[: len(key)].clone())
 
     def _replay_embeddings(self, module, args, kwargs, output: torch.Tensor) -> torch.Tensor:
         """The embeddings' output hook while replaying: the call's keys; at K=0 also its stored states."""
@@ -265,10 +197,9 @@ class FrozenPrefixCache:
         """The stored states of the current call's sequences, padded to the shape of `like`."""
         replayed = torch.zeros_like(like)
         for row, key in enumerate(self._current_keys):
-            state = self._states.get(key)
-            if state is None:
+            if key not in self.store:
                 raise KeyError("an input missing from the activation cache (was it filled with the training data?)")
-            replayed[row, : len(key)] = state.shard.get_tensor(state.name) if isinstance(state, _Spilled) else state
+            replayed[row, : len(key)] = self.store.get(key)  # copied across devices where the tier is another
         return replayed
 
     @contextmanager

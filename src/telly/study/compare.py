@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from telly.errors import UserError
+from telly.runtime import CPU, Runtime
 from telly.study.representations import (
     FeatureCache,
     RunModels,
@@ -33,14 +34,15 @@ def compare_run(
     split: str = "test",
     data: Path | None = None,
     cache: FeatureCache | None = None,
+    runtime: Runtime = CPU,
 ) -> dict:
     """Per-layer RSA and CKA of the run's fine-tuned model against its pre-trained model.
 
     `model`, when given, must be the model the run started from. The inputs are the first
     `inputs` examples of `split`; `data` replaces the run's data folder (when the run was made
-    elsewhere).
+    elsewhere). Both models run on `runtime`'s device.
     """
-    models = run_models(run, model)
+    models = run_models(run, model, runtime)
     sequences = run_inputs(models, inputs, split, data)
     cache = cache or FeatureCache(None)
     layers = [

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from telly.metrics import mean_average_precision, retrieval_metrics
+from telly.runtime import CPU, Runtime
 
 SIMILARITY_SCALE = 20.0  # cosine similarities × scale are the contrastive logits (as code search)
 PROJECTION_SIZE = 128
@@ -88,7 +89,7 @@ class Matching(Objective):
 
     def loss(self, outputs, targets):
         logits = SIMILARITY_SCALE * F.normalize(outputs, dim=-1) @ targets.T
-        return F.cross_entropy(logits, torch.arange(len(outputs)))
+        return F.cross_entropy(logits, torch.arange(len(outputs), device=logits.device))
 
     def score(self, outputs, targets):
         return retrieval_metrics((F.normalize(outputs, dim=-1) @ targets.T).numpy())["mrr"]
@@ -112,7 +113,7 @@ class GroupRetrieval(Objective):
         """Supervised contrastive loss (Khosla et al., 2020): each item against the batch, positives = its group."""
         vectors = F.normalize(outputs, dim=-1)
         logits = SIMILARITY_SCALE * vectors @ vectors.T
-        itself = torch.eye(len(targets), dtype=torch.bool)
+        itself = torch.eye(len(targets), dtype=torch.bool, device=logits.device)
         logits = logits.masked_fill(itself, -torch.inf)
         positives = (targets[:, None] == targets[None, :]) & ~itself
         log_probabilities = logits.log_softmax(dim=-1).masked_fill(~positives, 0.0)
@@ -186,25 +187,28 @@ class ProbeData:
 
 
 def probe_all_layers(
-    data: ProbeData, objective: Objective, seed: int = 0, epochs: int = 20, lr: float = 1e-3, min_steps: int = 300
+    data: ProbeData, objective: Objective, seed: int = 0, epochs: int = 20, lr: float = 1e-3, min_steps: int = 300,
+    runtime: Runtime = CPU,
 ) -> ProbeResult:
-    """A probe per layer and the weighted-layer probe, each trained on train and scored on test.
+    """A probe per layer and the weighted-layer probe, each trained on train and scored on test, on
+    the runtime's device (the probes are initialised on the CPU, so a seed gives the same start anywhere).
 
     Each probe trains for `epochs`, or for as many more as `min_steps` optimiser steps need (few items).
     """
-    mean, std = _layer_statistics(data.train_features)
+    mean, std = runtime.move(_layer_statistics(data.train_features))
+    placed = ProbeData(*runtime.move([data.train_features, data.train_targets, data.test_features, data.test_targets]))
     num_layers = data.train_features.size(1)
     layer_scores = []
     for layer in range(num_layers):
-        probe = _fit(data, objective, LayerPick(layer), mean, std, seed, epochs, lr, min_steps)
-        layer_scores.append(_score(probe, data, objective, mean, std))
+        probe = _fit(placed, objective, LayerPick(layer), mean, std, seed, epochs, lr, min_steps, runtime)
+        layer_scores.append(_score(probe, placed, data.test_targets, objective, mean, std))
     mix = ScalarMix(num_layers)
-    probe = _fit(data, objective, mix, mean, std, seed, epochs, lr, min_steps)
+    probe = _fit(placed, objective, mix, mean, std, seed, epochs, lr, min_steps, runtime)
     return ProbeResult(
         metric=objective.metric,
         layers=layer_scores,
-        weighted=_score(probe, data, objective, mean, std),
-        weights=[float(w) for w in mix.weights().detach()],
+        weighted=_score(probe, placed, data.test_targets, objective, mean, std),
+        weights=[float(w) for w in mix.weights().detach().cpu()],
         baseline=objective.baseline(data.train_targets, data.test_targets),
         train_items=len(data.train_targets),
         test_items=len(data.test_targets),
@@ -224,11 +228,11 @@ def _layer_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return mean.float(), std.float().clamp(min=1e-6)
 
 
-def _fit(data, objective, select, mean, std, seed, epochs, lr, min_steps) -> nn.Sequential:
+def _fit(data, objective, select, mean, std, seed, epochs, lr, min_steps, runtime) -> nn.Sequential:
     torch.manual_seed(seed)
     rng = random.Random(seed)
     head = objective.head(data.train_features.size(-1))
-    probe = nn.Sequential(select, head)
+    probe = runtime.place(nn.Sequential(select, head))
     mix_parameters = list(select.parameters())
     optimizer = torch.optim.Adam(
         # The layer weights get a larger step: there are few of them and they start uniform.
@@ -251,6 +255,7 @@ def _fit(data, objective, select, mean, std, seed, epochs, lr, min_steps) -> nn.
 
 
 @torch.no_grad()
-def _score(probe: nn.Module, data: ProbeData, objective: Objective, mean, std) -> float:
+def _score(probe: nn.Module, data: ProbeData, targets: torch.Tensor, objective: Objective, mean, std) -> float:
+    """The probe's score on the test items (`targets`: their CPU copy; metrics are computed there)."""
     outputs = torch.cat([probe((chunk.float() - mean) / std) for chunk in data.test_features.split(4096)])
-    return objective.score(outputs, data.test_targets)
+    return objective.score(outputs.cpu(), targets)

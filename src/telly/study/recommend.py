@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from telly.config import FinetuneConfig
+from telly.models.load import resolve_model_name
+from telly.run_folder import opened_run
+from telly.runtime import Runtime, start_processes
 from telly.study.compare import compare_run
+from telly.train import train
 
 BRIEF_RUN = "brief-run"
 BRIEF_EVAL_EXAMPLES = 32  # the brief run is not scored for its quality; keep its evaluation short
@@ -61,8 +65,8 @@ def choose_k(similarities: list[float], threshold: float) -> int:
     return k
 
 
-def recommend_k(config: FinetuneConfig, out: Path) -> Recommendation:
-    """Fine-tune `config` briefly into `out/brief-run`, compare layers, recommend K."""
+def recommend_k(config: FinetuneConfig, out: Path, runtime: Runtime) -> Recommendation:
+    """Fine-tune `config` briefly into `out/brief-run` on `runtime`, compare layers, recommend K."""
     started = time.perf_counter()
     brief_run = Path(out) / BRIEF_RUN
     brief = dataclasses.replace(
@@ -70,21 +74,24 @@ def recommend_k(config: FinetuneConfig, out: Path) -> Recommendation:
         out=str(brief_run),
         freeze=-1,
         epochs=1,
+        time_budget=None,
         max_train_examples=config.auto_freeze_examples,
         max_eval_examples=min(config.max_eval_examples or BRIEF_EVAL_EXAMPLES, BRIEF_EVAL_EXAMPLES),
+        resume=False,
         overwrite=True,
     )
-    from telly.train import finetune  # the loop imports this module for --freeze auto
-
-    metrics = finetune(brief)
-    report = compare_run(brief_run, inputs=config.auto_freeze_inputs, split="valid", data=Path(config.data))
+    processes = start_processes(brief.device)
+    with opened_run(brief_run, brief, processes, resolve_model_name(brief.model)):
+        metrics = train(brief, brief_run, processes, runtime)
+    report = compare_run(brief_run, inputs=config.auto_freeze_inputs, split="valid", data=Path(config.data),
+                         runtime=runtime)
     similarities = [row[config.auto_freeze_measure] for row in report["layers"]]
     return Recommendation(
         k=choose_k(similarities, config.auto_freeze_threshold),
         measure=config.auto_freeze_measure,
         threshold=config.auto_freeze_threshold,
         similarities=similarities,
-        train_examples=metrics["examples"]["train"],
+        train_examples=metrics.examples["train"],
         inputs=report["inputs"],
         seconds=round(time.perf_counter() - started, 1),
     )

@@ -2,7 +2,7 @@
 
 A `StudyModel` is the part of a model that reads the input — a pre-trained model, the same model
 after a fine-tuning run (`runs/NAME/best/model.safetensors`), or a randomly initialised control of
-the same architecture — with its tokenizer. `layer_features` runs it once over all inputs with
+the same architecture — with its tokenizer, on the device of its `Runtime`. `layer_features` runs it once over all inputs with
 every hidden state (layer 0 = the embeddings' output) and keeps what the study needs: each
 layer's mean-pooled vector per input and, optionally, the vectors at chosen token positions.
 `FeatureCache` stores those tensors as safetensors keyed by the weights and inputs they came
@@ -11,12 +11,12 @@ from, so a second probe of the same model reads them instead of running the mode
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,15 +24,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from telly.config import AUTO, FinetuneConfig
+from telly.config import FinetuneConfig
 from telly.errors import UserError
 from telly.files import atomic_open
 from telly.models.load import encoder_class, load_pretrained, resolve_model_name
+from telly.run_folder import BEST_CHECKPOINT, read_config
+from telly.runtime import CPU, Runtime
 from telly.tasks.encoders import mean_pool
-from telly.train import BEST_CHECKPOINT
 
 if TYPE_CHECKING:
     from telly.tasks.base import Task
@@ -43,39 +43,20 @@ class StudyModel:
     encoder: nn.Module  # takes input_ids + attention_mask, returns all hidden states on request
     tokenizer: PreTrainedTokenizerBase
     description: str  # "pre-trained", "fine-tuned (runs/x)", "random init"
+    runtime: Runtime = CPU  # where `encoder` is and runs
 
 
-def pretrained_model(model: str, trust_remote_code: bool = False) -> StudyModel:
+def pretrained_model(model: str, trust_remote_code: bool = False, runtime: Runtime = CPU) -> StudyModel:
     encoder, tokenizer = load_pretrained(model, trust_remote_code=trust_remote_code, model_class=encoder_class)
-    return StudyModel(encoder.eval(), tokenizer, "pre-trained")
+    return StudyModel(runtime.place(encoder).eval(), tokenizer, "pre-trained", runtime)
 
 
-def control_model(model: str, seed: int, trust_remote_code: bool = False) -> StudyModel:
+def control_model(model: str, seed: int, trust_remote_code: bool = False, runtime: Runtime = CPU) -> StudyModel:
     """The same architecture and tokenizer with random weights (transformers' own initialisation)."""
-    pretrained = pretrained_model(model, trust_remote_code)
+    encoder, tokenizer = load_pretrained(model, trust_remote_code=trust_remote_code, model_class=encoder_class)
     torch.manual_seed(seed)
-    encoder = type(pretrained.encoder)(pretrained.encoder.config)
-    return StudyModel(encoder.eval(), pretrained.tokenizer, "random init")
-
-
-def read_run_config(run: Path) -> FinetuneConfig:
-    """The configuration of a finished run folder (config.json, metrics.json and the best checkpoint);
-    a run started with `--freeze auto` gets the K it chose."""
-    run = Path(run)
-    if not run.is_dir():
-        raise UserError(f"no such run folder: {run}")
-    for needed in ("config.json", "metrics.json", BEST_CHECKPOINT):
-        if not (run / needed).is_file():
-            raise UserError(f"{run} is not a finished run (no {needed})")
-    try:
-        saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
-        known = {field.name for field in dataclasses.fields(FinetuneConfig)}
-        config = FinetuneConfig(**{name: value for name, value in saved.items() if name in known})
-        if config.freeze == AUTO:
-            config.freeze = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["freeze"]
-        return config
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError, KeyError) as error:
-        raise UserError(f"{run / 'config.json'} is not a run configuration: {error}") from None
+    control = type(encoder)(encoder.config)
+    return StudyModel(runtime.place(control).eval(), tokenizer, "random init", runtime)
 
 
 @dataclass
@@ -88,10 +69,12 @@ class RunModels:
 
     def pretrained(self) -> StudyModel:
         """The model the run started from, loaded the same way (loaded only when asked for)."""
-        return StudyModel(_input_reader(self.task.load_pretrained()).eval(), self.task.tokenizer, "pre-trained")
+        runtime = self.task.runtime
+        encoder = runtime.place(_input_reader(self.task.load_pretrained())).eval()
+        return StudyModel(encoder, self.task.tokenizer, "pre-trained", runtime)
 
 
-def run_models(run: Path, model: str | None = None) -> RunModels:
+def run_models(run: Path, model: str | None = None, runtime: Runtime = CPU) -> RunModels:
     """The run's fine-tuned model, loaded into the structure the run trained (head, LoRA adapters).
 
     `model`, when given, must name the model the run started from.
@@ -99,16 +82,16 @@ def run_models(run: Path, model: str | None = None) -> RunModels:
     from telly.tasks import get_task
     from telly.train import build_task_model
 
-    config = read_run_config(run)
+    config = read_config(run)
     if model is not None and resolve_model_name(model) != resolve_model_name(config.model):
         raise UserError(f"{run} fine-tuned {config.model!r}, not {model!r}")
-    task = get_task(config.task)(config)
+    task = get_task(config.task)(config, runtime)
     trained, pretrained = build_task_model(task, config)
     try:
         load_model(trained, str(Path(run) / BEST_CHECKPOINT))
     except (SafetensorError, RuntimeError, OSError) as error:
         raise UserError(f"cannot load {Path(run) / BEST_CHECKPOINT}: {str(error).splitlines()[0]}") from None
-    tuned = StudyModel(_input_reader(pretrained).eval(), task.tokenizer, f"fine-tuned ({Path(run).name})")
+    tuned = StudyModel(_input_reader(pretrained).eval(), task.tokenizer, f"fine-tuned ({Path(run).name})", runtime)
     return RunModels(tuned, config, task)
 
 
@@ -132,25 +115,38 @@ def layer_features(
     """
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    inputs = []
+    for batch in batches:
+        width = max(len(sequences[i]) for i in batch)
+        inputs.append({
+            "input_ids": torch.tensor([list(sequences[i]) + [pad_id] * (width - len(sequences[i])) for i in batch]),
+            "attention_mask": torch.tensor([[1] * len(sequences[i]) + [0] * (width - len(sequences[i])) for i in batch]),
+            "positions": [list(positions[i]) for i in batch] if positions is not None else None,
+        })
     pooled: list[torch.Tensor | None] = [None] * len(sequences)
     tokens: list[torch.Tensor | None] = [None] * len(sequences)
-    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    for batch in tqdm(batches, desc=description, leave=False, disable=None):
-        width = max(len(sequences[i]) for i in batch)
-        input_ids = torch.tensor([list(sequences[i]) + [pad_id] * (width - len(sequences[i])) for i in batch])
-        attention_mask = torch.tensor([[1] * len(sequences[i]) + [0] * (width - len(sequences[i])) for i in batch])
-        output = model.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        hidden = torch.stack(output.hidden_states, dim=1).float()  # (B, L+1, S, D)
-        mask = attention_mask[:, None, :].expand(-1, hidden.size(1), -1).reshape(-1, width)
-        batch_pooled = mean_pool(hidden.flatten(0, 1), mask).view(len(batch), hidden.size(1), -1)
+    for batch, (batch_pooled, batch_tokens) in zip(batches, model.runtime.infer(partial(_layers, model), inputs, description)):
         for row, index in enumerate(batch):
             pooled[index] = batch_pooled[row]
             if positions is not None:
-                tokens[index] = hidden[row][:, list(positions[index])].transpose(0, 1).half()
+                tokens[index] = batch_tokens[row]
     features = {"pooled": torch.stack(pooled)}
     if positions is not None:
         features["tokens"] = torch.cat(tokens)
     return features
+
+
+def _layers(model: StudyModel, batch: dict) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """One batch's pooled vectors (B, L+1, D) and, when asked for, its vectors at chosen positions."""
+    attention_mask = batch["attention_mask"]
+    output = model.encoder(input_ids=batch["input_ids"], attention_mask=attention_mask, output_hidden_states=True)
+    hidden = torch.stack(output.hidden_states, dim=1).float()  # (B, L+1, S, D)
+    mask = attention_mask[:, None, :].expand(-1, hidden.size(1), -1).reshape(-1, attention_mask.size(1))
+    pooled = mean_pool(hidden.flatten(0, 1), mask).view(len(hidden), hidden.size(1), -1)
+    if batch["positions"] is None:
+        return pooled, None
+    return pooled, [hidden[row][:, chosen].transpose(0, 1).half() for row, chosen in enumerate(batch["positions"])]
 
 
 def weights_fingerprint(module: nn.Module) -> str:

@@ -2,7 +2,9 @@
 
 A task loads the pre-trained model it needs, turns dataset files into examples, examples into
 tensor batches, batches into a loss, and examples into metrics. It never owns an optimiser, a
-schedule or a checkpoint: that is the loop's.
+schedule or a checkpoint: that is the loop's. Nor does it place anything on a device: it builds
+CPU tensors, the loop moves training batches, and evaluation runs its batches through
+`self.runtime.infer`, which moves them; tensors a task makes from model outputs take their device.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from transformers import PretrainedConfig
 from telly.config import FinetuneConfig
 from telly.models.layers import max_positions
 from telly.models.load import encoder_class, load_pretrained
+from telly.runtime import CPU, Runtime
 
 #: Label of a position that is not scored (PyTorch's cross-entropy default).
 IGNORE_INDEX = -100
@@ -52,8 +55,9 @@ class Task(ABC):
     #: right-padded with the tokenizer's pad token.
     caches_prefix: ClassVar[bool] = True
 
-    def __init__(self, config: FinetuneConfig):
+    def __init__(self, config: FinetuneConfig, runtime: Runtime = CPU):
         self.config = config
+        self.runtime = runtime
         self.tokenizer = None  # set by load_pretrained
         self.position_limit: int | None = None  # set by load_pretrained
 
@@ -82,7 +86,7 @@ class Task(ABC):
 
     @abstractmethod
     def collate(self, examples: Sequence) -> dict[str, torch.Tensor]:
-        """A training batch."""
+        """A training batch (CPU tensors; the loop moves them)."""
 
     @abstractmethod
     def loss(self, model: TaskModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -93,6 +97,8 @@ class Task(ABC):
         self, model: TaskModel, examples: Sequence, description: str, valid_metrics: dict | None = None
     ) -> dict[str, float]:
         """Metrics of `model` on `examples` (the caller puts the model in eval mode, no grad).
+
+        The model runs on batches through `self.runtime.infer`.
 
         `valid_metrics` are the metrics of the same model on the validation split, for tasks that
         choose something there (clone detection's threshold); None when evaluating valid itself.

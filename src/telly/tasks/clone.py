@@ -87,12 +87,14 @@ class CloneDetectionTask(Task):
         functions = sorted({code for e in examples for code in (e.first, e.second)})
         position = {code: i for i, code in enumerate(functions)}
         vectors = embed_all(
-            model.embed, lambda batch: self.tokenize(batch, self.config.max_code_len),
+            self.runtime, model.embed, lambda batch: self.tokenize(batch, self.config.max_code_len),
             list(self.eval_batches(functions)), description,
         )
-        first = vectors[[position[e.first] for e in examples]]
-        second = vectors[[position[e.second] for e in examples]]
-        scores = model.classify(first, second).softmax(-1)[:, 1].numpy()
+        pairs = {"first": vectors[[position[e.first] for e in examples]],
+                 "second": vectors[[position[e.second] for e in examples]]}
+        [scores] = self.runtime.infer(lambda batch: model.classify(batch["first"], batch["second"]).softmax(-1)[:, 1],
+                                      [pairs], f"{description} pairs")
+        scores = scores.float().numpy()
         labels = np.array([e.label for e in examples])
         threshold = valid_metrics["threshold"] if valid_metrics else best_threshold(labels, scores)
         return classification_metrics(labels, scores, threshold)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from telly.data.formats import read_line_completion
@@ -134,23 +134,27 @@ class CodeCompletionTask(Task):
         return F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=IGNORE_INDEX)
 
     def evaluate(self, model, examples: Sequence[CompletionExample], description: str, valid_metrics=None) -> dict:
-        predictions = []
-        for batch in tqdm(list(self.eval_batches(examples)), desc=description, leave=False, disable=None):
-            predictions += self.complete(model, [e.context for e in batch])
+        prompts = [self.prompts([e.context for e in batch]) for batch in self.eval_batches(examples)]
+        predictions = [line for batch in self.runtime.infer(partial(self.complete, model), prompts, description)
+                       for line in batch]
         references = [self.round_trip(e.line) for e in examples]
         return {"exact_match": exact_match(predictions, references), "edit_similarity": edit_similarity(predictions, references)}
 
-    def complete(self, model: CausalLanguageModel, contexts: Sequence[str]) -> list[str]:
-        """Greedy completion of the next line of each context."""
+    def prompts(self, contexts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The contexts as left-padded prompts: generated tokens follow each one directly."""
         contexts = self._context_ids(contexts)
         width = max(len(c) for c in contexts)
-        prompt = torch.tensor([[0] * (width - len(c)) + c for c in contexts])  # left-padded
-        prompt_mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts])
+        return {"input_ids": torch.tensor([[0] * (width - len(c)) + c for c in contexts]),
+                "attention_mask": torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts])}
+
+    def complete(self, model: CausalLanguageModel, prompts: dict[str, torch.Tensor]) -> list[str]:
+        """Greedy completion of the next line of each prompt."""
+        prompt, prompt_mask = prompts["input_ids"], prompts["attention_mask"]
 
         def step(generated: torch.Tensor) -> torch.Tensor:
             mask = torch.cat([prompt_mask, torch.ones_like(generated)], dim=1)
             return model(torch.cat([prompt, generated], dim=1), mask)[:, -1].log_softmax(-1)
 
-        start = prompt.new_empty((len(contexts), 0))
+        start = prompt.new_empty((len(prompt), 0))
         outputs = beam_search(step, start, self.end_ids, beam_size=1, max_new_tokens=self.line_budget)
         return [self.tokenizer.decode(ids, skip_special_tokens=True).split("\n")[0].strip() for ids in outputs]

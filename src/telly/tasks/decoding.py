@@ -35,7 +35,7 @@ def beam_search(
     start = start.repeat_interleave(k, dim=0)
     generated = start.new_empty((batch * k, 0))
     # Only the first beam is alive at the start, so the first step does not pick k copies.
-    beam_scores = torch.full((batch, k), -float("inf"))
+    beam_scores = torch.full((batch, k), -float("inf"), device=start.device)
     beam_scores[:, 0] = 0.0
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
     end_ids = set(end_ids)
@@ -61,8 +61,8 @@ def beam_search(
             kept += [(*dead, -float("inf"))] * (k - len(kept))  # pad with dead beams
             for row, token, score in kept:
                 rows.append(row), tokens.append(token), scores.append(score)
-        generated = torch.cat([generated[rows], torch.tensor(tokens).view(-1, 1)], dim=1)
-        beam_scores = torch.tensor(scores).view(batch, k)
+        generated = torch.cat([generated[rows], start.new_tensor(tokens).view(-1, 1)], dim=1)
+        beam_scores = beam_scores.new_tensor(scores).view(batch, k)
         if all(_done(finished[b], beam_scores[b], length, k, length_penalty) for b in range(batch)):
             break
 

@@ -6,7 +6,8 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from telly.runtime import Runtime
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -22,14 +23,12 @@ def encode_mean_pooled(encoder: nn.Module, input_ids: torch.Tensor, attention_ma
 
 
 def embed_all(
+    runtime: Runtime,
     embed: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     tokenize: Callable[[Sequence[str]], dict[str, torch.Tensor]],
     batches: Sequence[Sequence[str]],
     description: str,
 ) -> torch.Tensor:
-    """Vectors of every text in `batches`, in order, with a progress bar."""
-    vectors = []
-    for batch in tqdm(batches, desc=description, leave=False, disable=None):
-        encoded = tokenize(batch)
-        vectors.append(embed(encoded["input_ids"], encoded["attention_mask"]))
-    return torch.cat(vectors)
+    """Vectors of every text in `batches`, in order, computed on the runtime's device (returned on the CPU)."""
+    encoded = [tokenize(batch) for batch in batches]
+    return torch.cat(runtime.infer(lambda batch: embed(batch["input_ids"], batch["attention_mask"]), encoded, description))

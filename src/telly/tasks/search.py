@@ -73,13 +73,13 @@ class CodeSearchTask(Task):
         queries = model(batch["query_ids"], batch["query_mask"])
         code = model(batch["code_ids"], batch["code_mask"])
         logits = SIMILARITY_SCALE * queries @ code.T
-        return F.cross_entropy(logits, torch.arange(len(queries)))
+        return F.cross_entropy(logits, torch.arange(len(queries), device=logits.device))
 
     def evaluate(self, model, examples: Sequence[SearchExample], description: str, valid_metrics=None) -> dict:
         queries = self._embed(model, [e.query for e in examples], self.config.max_nl_len, f"{description} queries")
         code = self._embed(model, [e.code for e in examples], self.config.max_code_len, f"{description} code")
-        return retrieval_metrics((queries @ code.T).numpy())
+        return retrieval_metrics((queries @ code.T).float().numpy())
 
     def _embed(self, model: SentenceEncoder, texts: list[str], max_length: int, description: str) -> torch.Tensor:
         batches = list(self.eval_batches(texts))
-        return embed_all(model, lambda batch: self.tokenize(batch, max_length), batches, description)
+        return embed_all(self.runtime, model, lambda batch: self.tokenize(batch, max_length), batches, description)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
+from functools import partial
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import AutoModel, AutoModelForSeq2SeqLM, PretrainedConfig
 
 from telly.errors import UserError
@@ -64,7 +64,7 @@ class EncoderWithNewDecoder(TaskModel):
 
     def logits(self, memory: torch.Tensor, memory_mask: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
         target = self.encoder.embeddings(input_ids=prefix)
-        causal = nn.Transformer.generate_square_subsequent_mask(prefix.size(1), dtype=target.dtype)
+        causal = nn.Transformer.generate_square_subsequent_mask(prefix.size(1), device=target.device, dtype=target.dtype)
         hidden = self.decoder(
             target, memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=memory_mask == 0
         )
@@ -146,14 +146,13 @@ class Seq2SeqTask(Task):
         return F.cross_entropy(logits.flatten(0, 1), target[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
 
     def evaluate(self, model: TaskModel, examples: Sequence[Seq2SeqExample], description: str, valid_metrics=None) -> dict:
-        predictions = []
-        for batch in tqdm(list(self.eval_batches(examples)), desc=description, leave=False, disable=None):
-            predictions += self.decode(model, [e.source for e in batch])
+        sources = [self.tokenize([e.source for e in batch], self.max_source_len) for batch in self.eval_batches(examples)]
+        predictions = [text for batch in self.runtime.infer(partial(self.decode, model), sources, description)
+                       for text in batch]
         return self.score(predictions, [self.round_trip(e.target) for e in examples])
 
-    def decode(self, model: TaskModel, sources: Sequence[str]) -> list[str]:
-        """Beam-search the targets of `sources`."""
-        source = self.tokenize(sources, self.max_source_len)
+    def decode(self, model: TaskModel, source: dict[str, torch.Tensor]) -> list[str]:
+        """Beam-search the targets of a batch of tokenized sources."""
         k = self.config.beam_size
         memory = model.encode(source["input_ids"], source["attention_mask"]).repeat_interleave(k, dim=0)
         memory_mask = source["attention_mask"].repeat_interleave(k, dim=0)
@@ -161,6 +160,6 @@ class Seq2SeqTask(Task):
         def step(prefix: torch.Tensor) -> torch.Tensor:
             return model.logits(memory, memory_mask, prefix)[:, -1].log_softmax(-1)
 
-        start = torch.full((len(sources), 1), model.start_id)
+        start = source["input_ids"].new_full((len(source["input_ids"]), 1), model.start_id)
         outputs = beam_search(step, start, {model.end_id}, k, self.max_target_len - 1)
         return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in outputs]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections import Counter
 from collections.abc import Sequence
 
@@ -27,8 +28,11 @@ from rapidfuzz import fuzz
 
 RECALL_CUTOFFS = (1, 5, 10)
 BLEU_MAX_ORDER = 4
-# CodeXGLUE code-to-text (`splitPuncts`): runs of word characters, or one punctuation mark.
-_WORD_OR_PUNCTUATION = re.compile(r"[\w]+|[^\s\w]")
+# CodeXGLUE code-to-text's tokens: runs of word characters other than `_`, or any other single
+# non-space character (see `codexglue_tokens`).
+_WORD_OR_SYMBOL = re.compile(r"[^\W_]+|\S")
+# CodeXGLUE adds the smallest positive float inside every logarithm of its BLEU.
+_LOG_GUARD = sys.float_info.min
 
 
 def gold_ranks(scores: np.ndarray, gold: np.ndarray | None = None) -> np.ndarray:
@@ -88,12 +92,21 @@ def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
 
 
 def codexglue_tokens(text: str) -> list[str]:
-    """Tokens of CodeXGLUE's code-to-text BLEU: lowercased words and single punctuation marks.
+    """Tokens of CodeXGLUE's code-to-text BLEU: lowercased words, split at `_`, and single symbols.
 
-    >>> codexglue_tokens("Get the User's name.")
-    ['get', 'the', 'user', "'", 's', 'name', '.']
+    >>> codexglue_tokens("Get the User's file_path.")
+    ['get', 'the', 'user', "'", 's', 'file', '_', 'path', '.']
+
+    The evaluator lowercases, splits into words and single punctuation marks (`splitPuncts`), then
+    normalises that as NIST's mteval does (`normalize`): it drops `<skipped>`, joins `-` line
+    breaks, unescapes XML entities, puts spaces around most ASCII symbols, splits `.`, `,` and `-`
+    from certain neighbours and splits on whitespace. By then every symbol is already a token of
+    its own, so `<skipped>` and `&quot;` no longer occur as such and the line-break, digit and
+    symbol rules change nothing, except for `_`: a word character to `splitPuncts`, it is one of
+    the symbols `normalize` separates (`file_path` becomes `file _ path`). Words without `_` and
+    single symbols are what remains, which is what this one pattern finds.
     """
-    return _WORD_OR_PUNCTUATION.findall(text.lower())
+    return _WORD_OR_SYMBOL.findall(text.lower())
 
 
 def _clipped_ngram_matches(hypothesis: list[str], reference: list[str], n: int) -> tuple[int, int]:
@@ -107,30 +120,28 @@ def _clipped_ngram_matches(hypothesis: list[str], reference: list[str], n: int) 
 def _smoothed_sentence_bleu4(hypothesis: str, reference: str) -> float:
     """CodeXGLUE's smoothed BLEU-4 of one sentence, on 0..1 (see `smoothed_bleu4`)."""
     hyp, ref = codexglue_tokens(hypothesis), codexglue_tokens(reference)
-    counts = [_clipped_ngram_matches(hyp, ref, n) for n in range(1, BLEU_MAX_ORDER + 1)]
-    unigram_matches, unigram_total = counts[0]
-    if unigram_matches == 0:
-        return 0.0
-    precisions = [unigram_matches / unigram_total]
-    precisions += [(matches + 1) / (total + 1) for matches, total in counts[1:]]
+    log_precisions = 0.0
+    for n in range(1, BLEU_MAX_ORDER + 1):
+        matches, total = _clipped_ngram_matches(hyp, ref, n)
+        smoothing = 0 if n == 1 else 1
+        log_precisions += math.log(matches + smoothing + _LOG_GUARD) - math.log(total + smoothing + _LOG_GUARD)
     log_brevity_penalty = min(0.0, 1 - (len(ref) + 1) / (len(hyp) + 1))
-    return math.exp(sum(map(math.log, precisions)) / BLEU_MAX_ORDER + log_brevity_penalty)
+    return math.exp(log_precisions / BLEU_MAX_ORDER + log_brevity_penalty)
 
 
 def smoothed_bleu4(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """Smoothed BLEU-4 of code summarization, as CodeXGLUE code-to-text computes it (0..100).
 
-    Each hypothesis and its reference are lowercased and split into words and single punctuation
-    marks (`codexglue_tokens`). Per sentence: clipped n-gram precisions p1..p4, where p2, p3 and
-    p4 add one to both the matched and the total count (p1 is not smoothed); their geometric mean
-    times the brevity penalty exp(min(0, 1 - (ref_len + 1) / (hyp_len + 1))). The sentence scores
-    are averaged and multiplied by 100.
+    Each hypothesis and its reference become `codexglue_tokens`. Per sentence: clipped n-gram
+    precisions p1..p4, where p2, p3 and p4 add one to both the matched and the total count (p1 is
+    not smoothed); their geometric mean times the brevity penalty
+    exp(min(0, 1 - (ref_len + 1) / (hyp_len + 1))). The sentence scores are averaged and
+    multiplied by 100.
 
-    A sentence with no matching unigram scores exactly 0.0, and so does an empty hypothesis.
-    CodeXGLUE adds sys.float_info.min inside the logarithm instead: that gives at most about
-    1e-77 for a non-empty hypothesis without a match, but exp(-ref_len) for an empty one (its
-    unigram term becomes log(min) - log(min) = 0), e.g. 100 against an empty reference and 37
-    against a one-word reference, where this function gives 0.
+    As in the evaluator, every count inside a logarithm gets the smallest positive float added.
+    A hypothesis without a matching word therefore scores about 1e-75 rather than failing, and an
+    empty hypothesis, whose unigram term is then log(tiny) - log(tiny) = 0, scores
+    100 * exp(-ref_len): 100 against an empty reference, 36.8 against a one-word reference.
     """
     _check_pairs(hypotheses, references)
     sentence_scores = [_smoothed_sentence_bleu4(h, r) for h, r in zip(hypotheses, references)]

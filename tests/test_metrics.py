@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import numpy as np
@@ -11,7 +12,9 @@ from telly.metrics import (
     edit_similarity,
     exact_match,
     gold_ranks,
+    map_at_r,
     precision_recall_f1,
+    random_ranking_map_at_r,
     retrieval_metrics,
     smoothed_bleu4,
 )
@@ -48,6 +51,79 @@ def test_ties_count_against_the_gold_candidate():
     scores = np.zeros((4, 4))
     assert gold_ranks(scores).tolist() == [4, 4, 4, 4]
     assert retrieval_metrics(scores)["mrr"] == pytest.approx(0.25)
+
+
+# --- MAP@R (CodeXGLUE POJ-104) ------------------------------------------------------------------
+
+
+def test_map_at_r_by_hand():
+    # Items 0, 1, 2 form group 7 (R = 2 each); item 3 is alone (skipped as a query).
+    scores = np.array([
+        [0, .9, .1, .5],  # 0: top 2 = item 1 (relevant), item 3: (1/1) / 2
+        [.9, 0, .8, .1],  # 1: top 2 = items 0, 2, both relevant: (1/1 + 2/2) / 2
+        [.1, .8, 0, .9],  # 2: top 2 = item 3, item 1 (relevant at rank 2): (1/2) / 2
+        [.5, .1, .9, 0],
+    ])
+    # Full MAP would also credit item 2 found at rank 3 by query 0: ((1 + 2/3) / 2 + 1 + 7/12) / 3.
+    assert map_at_r(scores, [7, 7, 7, 3]) == pytest.approx((1 / 2 + 1 + 1 / 4) / 3)
+
+
+def test_map_at_r_ties_count_against_the_relevant_items():
+    # Each query of group 0 has R = 1; the relevant and the irrelevant item tie, so the
+    # irrelevant one takes the one place that counts.
+    assert map_at_r(np.ones((3, 3)), [0, 0, 1]) == 0.0
+    with pytest.raises(ValueError, match="no group has two or more items"):
+        map_at_r(np.ones((3, 3)), [0, 1, 2])
+
+
+def _modular_scores(n, a, b, m):
+    """(i * a + j * b) mod m, scaled to 0..1: no two items tie within a row while n <= m (m prime)."""
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    return ((i * a + j * b) % m) / m
+
+
+_UNEVEN_GROUPS = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 4, 4, 4, 4, 4, 0, 1, 2, 5, 5])  # 3 is alone
+_TRIPLES = np.arange(21) // 3
+
+
+def _same_group(groups):
+    return groups[:, None] == groups[None, :]
+
+
+@pytest.mark.parametrize(
+    "scores, groups, expected",
+    [
+        (_modular_scores(20, 31, 17, 97), _UNEVEN_GROUPS, 0.08223684210526315),
+        (_modular_scores(21, 7, 41, 101), _TRIPLES, 0.09523809523809523),
+        (_modular_scores(20, 13, 29, 89), _UNEVEN_GROUPS, 0.08552631578947367),
+        (_modular_scores(20, 31, 17, 97) + 0.6 * _same_group(_UNEVEN_GROUPS), _UNEVEN_GROUPS, 0.665204678362573),
+        (_modular_scores(21, 7, 41, 101) + 0.5 * _same_group(_TRIPLES), _TRIPLES, 0.5714285714285714),
+    ],
+)
+def test_map_at_r_equals_codexglue_poj104(scores, groups, expected):
+    # Expected values from a separate script that follows CodeXGLUE's POJ-104 evaluation: answers
+    # as extract_answers.py makes them, each query's top R from argsort with itself pushed last
+    # (run.py), scored by evaluator.py's calculate_scores (singleton groups left out).
+    assert map_at_r(scores, groups) == pytest.approx(expected, abs=1e-12)
+
+
+def test_random_ranking_map_at_r_is_the_mean_over_all_rankings():
+    # Every ordering of 6 items, each used as every query's ranking: each query then sees each
+    # ordering of its 5 others equally often, so the mean MAP@R is the exact expectation.
+    groups = [0, 0, 0, 1, 1, 2]
+    orderings = itertools.permutations(range(6))
+    exact = np.mean([map_at_r(np.tile(np.argsort(ordering), (6, 1)), groups) for ordering in orderings])
+    assert random_ranking_map_at_r(groups) == pytest.approx(exact, rel=1e-12)
+    # By hand, M = 5 others: R = 2 gives (1 + 1/2 + 1/4 * 1/2) / 5 = 13/40, R = 1 gives 1/5.
+    assert random_ranking_map_at_r(groups) == pytest.approx((3 * 13 / 40 + 2 / 5) / 5)
+
+
+def test_random_ranking_map_at_r_matches_random_scores():
+    rng = np.random.default_rng(0)
+    groups = np.arange(30) // 3  # R = 2 among M = 29: (1 + 1/2 + 1/28 * 1/2) / 29
+    simulated = np.mean([map_at_r(rng.random((30, 30)), groups) for _ in range(2000)])
+    assert random_ranking_map_at_r(groups) == pytest.approx((1.5 + 0.5 / 28) / 29, rel=1e-12)
+    assert simulated == pytest.approx(random_ranking_map_at_r(groups), abs=0.003)
 
 
 # --- smoothed BLEU-4 (CodeXGLUE code-to-text) -------------------------------------------------

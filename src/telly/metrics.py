@@ -1,8 +1,8 @@
 """Task metrics, as REFERENCE.md defines them. Plain functions over arrays and lists.
 
 - code search: MRR and recall@1/5/10 (`retrieval_metrics`);
-- retrieval of programs that do the same thing (POJ-104, the semantic probe): MAP
-  (`mean_average_precision`);
+- retrieval of programs that do the same thing (POJ-104, the semantic probe): MAP@R (`map_at_r`,
+  and `random_ranking_map_at_r` for a ranking that knows nothing);
 - code summarization: CodeXGLUE's smoothed sentence BLEU-4 (`smoothed_bleu4`);
 - code generation: corpus BLEU-4 and exact match (`corpus_bleu4`, `exact_match`);
 - line-level completion: exact match and edit similarity (`exact_match`, `edit_similarity`);
@@ -58,30 +58,56 @@ def retrieval_metrics(scores: np.ndarray, gold: np.ndarray | None = None) -> dic
     return metrics
 
 
-def mean_average_precision(scores: np.ndarray, groups: Sequence[int] | np.ndarray) -> float:
-    """MAP of every item retrieving the others of its group, as CodeXGLUE scores POJ-104.
+def map_at_r(scores: np.ndarray, groups: Sequence[int] | np.ndarray) -> float:
+    """MAP@R of every item retrieving the others of its group, as CodeXGLUE scores POJ-104.
 
     `scores` is an (N x N) similarity matrix; each item is a query over the N - 1 other items
-    (itself excluded), and the relevant ones share its group. Average precision of a query =
-    mean over its relevant items of (relevant items ranked at or above it) / (its rank); ties
-    count against the relevant item. A query whose group has no other member is skipped.
+    (itself left out), and the relevant ones share its group. R = the number of relevant items.
+    Only the top R results count: average precision at R = (1 / R) * sum, over the relevant
+    results among them, of (relevant results at or above it) / (its rank). Among equal scores the
+    irrelevant items rank first, so a model that scores everything alike cannot look good. The
+    mean over queries; a query whose group has no other member is skipped (it has no R).
     """
     scores = np.asarray(scores, dtype=np.float64)
     groups = np.asarray(groups)
     if scores.ndim != 2 or scores.shape[0] != scores.shape[1] or scores.shape[0] != len(groups):
         raise ValueError(f"expected an N x N score matrix and N groups, got {scores.shape} and {len(groups)}")
     precisions = []
-    for query in range(len(groups)):
-        others = np.arange(len(groups)) != query
-        row, relevant = scores[query, others], groups[others] == groups[query]
-        if not relevant.any():
+    for query, r in enumerate(_other_members(groups)):
+        if r == 0:
             continue
-        # Rank of each relevant item with ties against it: items scoring at least as high.
-        ranks = np.sort((row[None, :] >= row[relevant][:, None]).sum(axis=1))
-        precisions.append(np.mean(np.arange(1, len(ranks) + 1) / ranks))
-    if not precisions:
-        raise ValueError("no group has two or more items; MAP is undefined")
+        others = np.arange(len(groups)) != query
+        relevant = groups[others] == groups[query]
+        ranking = np.lexsort((relevant, -scores[query, others]))  # best first; ties: irrelevant first
+        hit_ranks = np.flatnonzero(relevant[ranking[:r]]) + 1
+        precisions.append(np.sum(np.arange(1, len(hit_ranks) + 1) / hit_ranks) / r)
     return float(np.mean(precisions))
+
+
+def random_ranking_map_at_r(groups: Sequence[int] | np.ndarray) -> float:
+    """The expected `map_at_r` of a random ranking: what a model that learned nothing scores.
+
+    A query with R relevant items among M = N - 1 others, ranked at random: a position holds a
+    relevant item with probability R / M, and two given positions both do with
+    R (R - 1) / (M (M - 1)). So position j adds R / M + (j - 1) R (R - 1) / (M (M - 1)) hits at
+    or above it, and E[AP@R] = (1 / R) sum_{j<=R} of that / j = (H_R + (R - 1) (R - H_R) / (M - 1)) / M,
+    H_R the R-th harmonic number. Averaged over the queries that `map_at_r` keeps.
+    """
+    relevant = _other_members(np.asarray(groups))
+    relevant = relevant[relevant > 0]
+    others = len(groups) - 1
+    harmonic = np.array([math.fsum(1 / j for j in range(1, r + 1)) for r in relevant])
+    # M = 1 leaves only R = 1, whose second term is 0 whatever the denominator.
+    pairs = (relevant - 1) * (relevant - harmonic) / max(others - 1, 1)
+    return float(np.mean((harmonic + pairs) / others))
+
+
+def _other_members(groups: np.ndarray) -> np.ndarray:
+    """For each item, how many other items share its group (R of MAP@R)."""
+    _, group_index, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    if sizes.size == 0 or sizes.max() < 2:
+        raise ValueError("no group has two or more items; MAP@R is undefined")
+    return sizes[group_index] - 1
 
 
 def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:

@@ -134,7 +134,9 @@ def test_codexglue_tokens_lowercase_and_split_punctuation_and_underscores():
     assert codexglue_tokens("a.b(c_d)") == ["a", ".", "b", "(", "c", "_", "d", ")"]
     assert codexglue_tokens("Parse __init__ args") == ["parse", "_", "_", "init", "_", "_", "args"]
     # Digits do not keep `.`, `,` or `-`, and entities stay as written: each symbol is a token.
-    assert codexglue_tokens("3.5, 1,000 2-3 &lt;") == ["3", ".", "5", ",", "1", ",", "000", "2", "-", "3", "&", "lt", ";"]
+    assert codexglue_tokens("3.5, 1,000 2-3 &lt;") == [
+        "3", ".", "5", ",", "1", ",", "000", "2", "-", "3", "&", "lt", ";"
+    ]
 
 
 def test_smoothed_bleu4_on_a_hand_computed_two_sentence_case():

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import numpy as np
@@ -11,7 +12,9 @@ from telly.metrics import (
     edit_similarity,
     exact_match,
     gold_ranks,
+    map_at_r,
     precision_recall_f1,
+    random_ranking_map_at_r,
     retrieval_metrics,
     smoothed_bleu4,
 )
@@ -50,12 +53,90 @@ def test_ties_count_against_the_gold_candidate():
     assert retrieval_metrics(scores)["mrr"] == pytest.approx(0.25)
 
 
+# --- MAP@R (CodeXGLUE POJ-104) ------------------------------------------------------------------
+
+
+def test_map_at_r_by_hand():
+    # Items 0, 1, 2 form group 7 (R = 2 each); item 3 is alone (skipped as a query).
+    scores = np.array([
+        [0, .9, .1, .5],  # 0: top 2 = item 1 (relevant), item 3: (1/1) / 2
+        [.9, 0, .8, .1],  # 1: top 2 = items 0, 2, both relevant: (1/1 + 2/2) / 2
+        [.1, .8, 0, .9],  # 2: top 2 = item 3, item 1 (relevant at rank 2): (1/2) / 2
+        [.5, .1, .9, 0],
+    ])
+    # Full MAP would also credit item 2 found at rank 3 by query 0: ((1 + 2/3) / 2 + 1 + 7/12) / 3.
+    assert map_at_r(scores, [7, 7, 7, 3]) == pytest.approx((1 / 2 + 1 + 1 / 4) / 3)
+
+
+def test_map_at_r_ties_count_against_the_relevant_items():
+    # Each query of group 0 has R = 1; the relevant and the irrelevant item tie, so the
+    # irrelevant one takes the one place that counts.
+    assert map_at_r(np.ones((3, 3)), [0, 0, 1]) == 0.0
+    with pytest.raises(ValueError, match="no group has two or more items"):
+        map_at_r(np.ones((3, 3)), [0, 1, 2])
+
+
+def _modular_scores(n, a, b, m):
+    """(i * a + j * b) mod m, scaled to 0..1: no two items tie within a row while n <= m (m prime)."""
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    return ((i * a + j * b) % m) / m
+
+
+_UNEVEN_GROUPS = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 4, 4, 4, 4, 4, 0, 1, 2, 5, 5])  # 3 is alone
+_TRIPLES = np.arange(21) // 3
+
+
+def _same_group(groups):
+    return groups[:, None] == groups[None, :]
+
+
+@pytest.mark.parametrize(
+    "scores, groups, expected",
+    [
+        (_modular_scores(20, 31, 17, 97), _UNEVEN_GROUPS, 0.08223684210526315),
+        (_modular_scores(21, 7, 41, 101), _TRIPLES, 0.09523809523809523),
+        (_modular_scores(20, 13, 29, 89), _UNEVEN_GROUPS, 0.08552631578947367),
+        (_modular_scores(20, 31, 17, 97) + 0.6 * _same_group(_UNEVEN_GROUPS), _UNEVEN_GROUPS, 0.665204678362573),
+        (_modular_scores(21, 7, 41, 101) + 0.5 * _same_group(_TRIPLES), _TRIPLES, 0.5714285714285714),
+    ],
+)
+def test_map_at_r_equals_codexglue_poj104(scores, groups, expected):
+    # Expected values from a separate script that follows CodeXGLUE's POJ-104 evaluation: answers
+    # as extract_answers.py makes them, each query's top R from argsort with itself pushed last
+    # (run.py), scored by evaluator.py's calculate_scores (singleton groups left out).
+    assert map_at_r(scores, groups) == pytest.approx(expected, abs=1e-12)
+
+
+def test_random_ranking_map_at_r_is_the_mean_over_all_rankings():
+    # Every ordering of 6 items, each used as every query's ranking: each query then sees each
+    # ordering of its 5 others equally often, so the mean MAP@R is the exact expectation.
+    groups = [0, 0, 0, 1, 1, 2]
+    orderings = itertools.permutations(range(6))
+    exact = np.mean([map_at_r(np.tile(np.argsort(ordering), (6, 1)), groups) for ordering in orderings])
+    assert random_ranking_map_at_r(groups) == pytest.approx(exact, rel=1e-12)
+    # By hand, M = 5 others: R = 2 gives (1 + 1/2 + 1/4 * 1/2) / 5 = 13/40, R = 1 gives 1/5.
+    assert random_ranking_map_at_r(groups) == pytest.approx((3 * 13 / 40 + 2 / 5) / 5)
+
+
+def test_random_ranking_map_at_r_matches_random_scores():
+    rng = np.random.default_rng(0)
+    groups = np.arange(30) // 3  # R = 2 among M = 29: (1 + 1/2 + 1/28 * 1/2) / 29
+    simulated = np.mean([map_at_r(rng.random((30, 30)), groups) for _ in range(2000)])
+    assert random_ranking_map_at_r(groups) == pytest.approx((1.5 + 0.5 / 28) / 29, rel=1e-12)
+    assert simulated == pytest.approx(random_ranking_map_at_r(groups), abs=0.003)
+
+
 # --- smoothed BLEU-4 (CodeXGLUE code-to-text) -------------------------------------------------
 
 
-def test_codexglue_tokens_lowercase_and_split_punctuation_but_keep_underscores():
+def test_codexglue_tokens_lowercase_and_split_punctuation_and_underscores():
     assert codexglue_tokens("Get the User's name.") == ["get", "the", "user", "'", "s", "name", "."]
-    assert codexglue_tokens("a.b(c_d)") == ["a", ".", "b", "(", "c_d", ")"]
+    assert codexglue_tokens("a.b(c_d)") == ["a", ".", "b", "(", "c", "_", "d", ")"]
+    assert codexglue_tokens("Parse __init__ args") == ["parse", "_", "_", "init", "_", "_", "args"]
+    # Digits do not keep `.`, `,` or `-`, and entities stay as written: each symbol is a token.
+    assert codexglue_tokens("3.5, 1,000 2-3 &lt;") == [
+        "3", ".", "5", ",", "1", ",", "000", "2", "-", "3", "&", "lt", ";"
+    ]
 
 
 def test_smoothed_bleu4_on_a_hand_computed_two_sentence_case():
@@ -100,12 +181,51 @@ def test_smoothed_bleu4_edge_cases():
     # Lowercasing and punctuation splitting make these identical token sequences.
     assert smoothed_bleu4(["Returns the VALUE."], ["returns the value ."]) == pytest.approx(100.0)
     assert smoothed_bleu4(["a.b"], ["a . b"]) == pytest.approx(100.0)
-    # No shared word -> exactly 0: `foo_bar` is one token, not `foo` and `bar`.
-    assert smoothed_bleu4(["foo_bar"], ["foo bar"]) == 0.0
-    assert smoothed_bleu4(["completely different"], ["nothing shared here"]) == 0.0
-    # Empty hypotheses score 0 and do not crash; the average still counts them.
-    assert smoothed_bleu4(["", "   "], ["some words", ""]) == 0.0
-    assert smoothed_bleu4(["x", ""], ["x", "y"]) == pytest.approx(50.0)
+    # foo _ bar / foo bar: p1 = 2/3, p2 = (0+1)/(2+1), p3 = (0+1)/(1+1), p4 = (0+1)/(0+1);
+    # BP = exp(min(0, 1 - 3/4)) = 1: (2/3 * 1/3 * 1/2) ** (1/4) = 1 / sqrt(3).
+    assert smoothed_bleu4(["foo_bar"], ["foo bar"]) == pytest.approx(100 / math.sqrt(3), rel=1e-12)
+    # No shared word: p1 = tiny / 2 (the evaluator's smallest float), so about 1e-75, not 0.
+    assert 0 < smoothed_bleu4(["completely different"], ["nothing shared here"]) < 1e-70
+    # An empty hypothesis: p1 = tiny / tiny = 1, p2..p4 = 1/1, BP = exp(1 - (ref_len + 1) / 1).
+    assert smoothed_bleu4(["", "   "], ["some words", ""]) == pytest.approx(100 * (math.exp(-2) + 1) / 2, rel=1e-12)
+    assert smoothed_bleu4(["x", ""], ["x", "y"]) == pytest.approx(100 * (1 + math.exp(-1)) / 2, rel=1e-12)
+
+
+# (hypothesis, reference, CodeXGLUE's score) from a separate script that follows the code-to-text
+# evaluator step by step (splitPuncts, mteval's normalize, its smoothed BLEU) and gives the same
+# numbers as the evaluator itself.
+CODEXGLUE_BLEU_CASES = [
+    # issue 14's two measured cases: 33.52 and 37.81 while `_` was kept inside words
+    ("Read the file_path.", "Return the content of file_path.", 48.0151234408109),
+    ("Check __init__ arguments", "Parse __init__ args.", 59.31495015145054),
+    ("Parse the __init__ args", "Call __init__ with parsed args", 54.13315838926033),
+    ("Set self._cache_size", "set the cache size", 21.254504262688073),
+    ("Costs 3.5 or 1,000 units.", "costs 3.5, not 1,000 units", 58.44356470407897),
+    ("Pages 2-3 of the doc", "pages 2 - 3 of doc", 70.34711503007026),
+    ("Version 1.2.3-beta", "version 1 . 2 . 3 - beta", 100.0),
+    ("Compare a &lt; b &amp; c", "compare a < b & c", 21.3643503198117),
+    ("Return &quot;x&quot;", 'Return "x"', 16.515821590069034),
+    ("RETURN THE Value", "Return the value.", 77.8800783071405),
+    ("Join the\nlines", "join the lines", 100.0),
+    ("multi-\nline text", "multiline text", 31.94715521231363),
+    ("<skipped> value", "value", 31.94715521231363),
+    ("", "Return the value", 4.978706836786395),
+    ("Return the value", "", 5.929498746342409e-76),
+    ("", "", 100.0),
+    ("completely different", "nothing shared here", 6.188085173118124e-76),
+    ("Return the sum of a list.", "Return the sum of a list.", 100.0),
+    ("Get the User's name.", "get the user name.", 40.61492579932463),
+]
+
+
+@pytest.mark.parametrize("hypothesis, reference, expected", CODEXGLUE_BLEU_CASES)
+def test_smoothed_bleu4_equals_codexglue(hypothesis, reference, expected):
+    assert smoothed_bleu4([hypothesis], [reference]) == pytest.approx(expected, abs=1e-6)
+
+
+def test_smoothed_bleu4_of_a_corpus_equals_codexglue():
+    hypotheses, references, _ = zip(*CODEXGLUE_BLEU_CASES)
+    assert smoothed_bleu4(hypotheses, references) == pytest.approx(49.302979434532546, abs=1e-6)
 
 
 def test_text_metrics_reject_mismatched_or_empty_inputs():

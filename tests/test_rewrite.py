@@ -1,10 +1,12 @@
 """Rewrites of functions for clone detection: always valid Python, always the same behaviour."""
 
 import ast
+import copy
 import random
 import symtable
 import textwrap
 
+import numpy as np
 import pytest
 
 from telly.data.rewrite import canonical_form, rewrite_function
@@ -262,6 +264,50 @@ def test_assignments_with_calls_or_in_try_blocks_keep_their_order():
         log = []
         run(rewrite.code, log)
         assert log == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "code, argument",
+    [
+        # `*=` extends the caller's list in place; `items = items * 2` would bind a new list.
+        ("def f(items):\n    items *= 2\n    return len(items)", [1, 2]),
+        ("def f(items):\n    items = items * 2\n    return len(items)", [1, 2]),
+        # A local that holds the argument, or was a number before it did.
+        ("def f(items):\n    alias = 0\n    alias = items\n    alias *= 2\n    return len(alias)", [1, 2]),
+        ("def f(items):\n    for alias in [items]:\n        alias *= 2\n    return len(alias)", [1, 2]),
+        # numpy arrays update in place for `+=` and `-=` too.
+        ("def f(values):\n    values += 1\n    return int(values.sum())", np.array([1, 2])),
+        ("def f(values):\n    copy = values\n    copy -= 1\n    return int(copy.sum())", np.array([1, 2])),
+    ],
+)
+def test_updates_of_values_that_may_be_mutable_are_kept(code, argument):
+    for rewrite in rewrites(code, probability=1.0):
+        original_argument, rewritten_argument = copy.deepcopy(argument), copy.deepcopy(argument)
+        assert run(rewrite.code, rewritten_argument) == run(code, original_argument)
+        assert np.array_equal(rewritten_argument, original_argument), rewrite.code  # the caller's value
+        assert "augmented_assign" not in rewrite.applied, rewrite.code
+
+
+def test_updates_of_numbers_strings_and_tuples_are_toggled():
+    code = source("""
+        def f(items, n):
+            count = 0
+            scale = 1.5
+            label = "x" + "y"
+            pair = (n, items)
+            for item in items:
+                count += 1
+                scale = scale * 2
+                label *= 2
+                pair = pair * 2
+            return count, scale, label, len(pair)
+    """)
+    for rewrite in rewrites(code, probability=1.0):
+        # The loop's body was `+=`, `= *`, `*=`, `= *`: every update is toggled.
+        loop = next(node for node in ast.walk(ast.parse(rewrite.code)) if isinstance(node, ast.For))
+        assert [type(statement) for statement in loop.body] == [ast.Assign, ast.AugAssign] * 2, rewrite.code
+        items = [1, 2, 3]
+        assert run(rewrite.code, items, 4) == run(code, items, 4) == (3, 12.0, "xy" * 8, 16)
 
 
 def test_functions_that_look_up_locals_by_name_keep_them():

@@ -48,7 +48,7 @@ def test_probe_reports_every_layer_and_the_layer_weights(tiny_bert_dir, tmp_path
         assert all(0 <= score <= 1 for score in result["layers"])
     assert report["functions"] == {"train": 32, "test": 8}
     assert report["properties"]["lexical"]["metric"] == "accuracy"
-    assert report["properties"]["semantic"]["metric"] == "map"
+    assert report["properties"]["semantic"]["metric"] == "map@r"
     markdown = (tmp_path / "probe" / "probe.md").read_text()
     assert markdown.count("\n| 4 |") == 2  # the score table and the weight table both reach layer 4
     assert (tmp_path / "probe" / "probe.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,8 +1,8 @@
 """Task metrics, as REFERENCE.md defines them. Plain functions over arrays and lists.
 
 - code search: MRR and recall@1/5/10 (`retrieval_metrics`);
-- retrieval of programs that do the same thing (POJ-104, the semantic probe): MAP
-  (`mean_average_precision`);
+- retrieval of programs that do the same thing (POJ-104, the semantic probe): MAP@R (`map_at_r`,
+  and `random_ranking_map_at_r` for a ranking that knows nothing);
 - code summarization: CodeXGLUE's smoothed sentence BLEU-4 (`smoothed_bleu4`);
 - code generation: corpus BLEU-4 and exact match (`corpus_bleu4`, `exact_match`);
 - line-level completion: exact match and edit similarity (`exact_match`, `edit_similarity`);
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections import Counter
 from collections.abc import Sequence
 
@@ -27,8 +28,11 @@ from rapidfuzz import fuzz
 
 RECALL_CUTOFFS = (1, 5, 10)
 BLEU_MAX_ORDER = 4
-# CodeXGLUE code-to-text (`splitPuncts`): runs of word characters, or one punctuation mark.
-_WORD_OR_PUNCTUATION = re.compile(r"[\w]+|[^\s\w]")
+# CodeXGLUE code-to-text's tokens: runs of word characters other than `_`, or any other single
+# non-space character (see `codexglue_tokens`).
+_WORD_OR_SYMBOL = re.compile(r"[^\W_]+|\S")
+# CodeXGLUE adds the smallest positive float inside every logarithm of its BLEU.
+_LOG_GUARD = sys.float_info.min
 
 
 def gold_ranks(scores: np.ndarray, gold: np.ndarray | None = None) -> np.ndarray:
@@ -54,30 +58,56 @@ def retrieval_metrics(scores: np.ndarray, gold: np.ndarray | None = None) -> dic
     return metrics
 
 
-def mean_average_precision(scores: np.ndarray, groups: Sequence[int] | np.ndarray) -> float:
-    """MAP of every item retrieving the others of its group, as CodeXGLUE scores POJ-104.
+def map_at_r(scores: np.ndarray, groups: Sequence[int] | np.ndarray) -> float:
+    """MAP@R of every item retrieving the others of its group, as CodeXGLUE scores POJ-104.
 
     `scores` is an (N x N) similarity matrix; each item is a query over the N - 1 other items
-    (itself excluded), and the relevant ones share its group. Average precision of a query =
-    mean over its relevant items of (relevant items ranked at or above it) / (its rank); ties
-    count against the relevant item. A query whose group has no other member is skipped.
+    (itself left out), and the relevant ones share its group. R = the number of relevant items.
+    Only the top R results count: average precision at R = (1 / R) * sum, over the relevant
+    results among them, of (relevant results at or above it) / (its rank). Among equal scores the
+    irrelevant items rank first, so a model that scores everything alike cannot look good. The
+    mean over queries; a query whose group has no other member is skipped (it has no R).
     """
     scores = np.asarray(scores, dtype=np.float64)
     groups = np.asarray(groups)
     if scores.ndim != 2 or scores.shape[0] != scores.shape[1] or scores.shape[0] != len(groups):
         raise ValueError(f"expected an N x N score matrix and N groups, got {scores.shape} and {len(groups)}")
     precisions = []
-    for query in range(len(groups)):
-        others = np.arange(len(groups)) != query
-        row, relevant = scores[query, others], groups[others] == groups[query]
-        if not relevant.any():
+    for query, r in enumerate(_other_members(groups)):
+        if r == 0:
             continue
-        # Rank of each relevant item with ties against it: items scoring at least as high.
-        ranks = np.sort((row[None, :] >= row[relevant][:, None]).sum(axis=1))
-        precisions.append(np.mean(np.arange(1, len(ranks) + 1) / ranks))
-    if not precisions:
-        raise ValueError("no group has two or more items; MAP is undefined")
+        others = np.arange(len(groups)) != query
+        relevant = groups[others] == groups[query]
+        ranking = np.lexsort((relevant, -scores[query, others]))  # best first; ties: irrelevant first
+        hit_ranks = np.flatnonzero(relevant[ranking[:r]]) + 1
+        precisions.append(np.sum(np.arange(1, len(hit_ranks) + 1) / hit_ranks) / r)
     return float(np.mean(precisions))
+
+
+def random_ranking_map_at_r(groups: Sequence[int] | np.ndarray) -> float:
+    """The expected `map_at_r` of a random ranking: what a model that learned nothing scores.
+
+    A query with R relevant items among M = N - 1 others, ranked at random: a position holds a
+    relevant item with probability R / M, and two given positions both do with
+    R (R - 1) / (M (M - 1)). So position j adds R / M + (j - 1) R (R - 1) / (M (M - 1)) hits at
+    or above it, and E[AP@R] = (1 / R) sum_{j<=R} of that / j = (H_R + (R - 1) (R - H_R) / (M - 1)) / M,
+    H_R the R-th harmonic number. Averaged over the queries that `map_at_r` keeps.
+    """
+    relevant = _other_members(np.asarray(groups))
+    relevant = relevant[relevant > 0]
+    others = len(groups) - 1
+    harmonic = np.array([math.fsum(1 / j for j in range(1, r + 1)) for r in relevant])
+    # M = 1 leaves only R = 1, whose second term is 0 whatever the denominator.
+    pairs = (relevant - 1) * (relevant - harmonic) / max(others - 1, 1)
+    return float(np.mean((harmonic + pairs) / others))
+
+
+def _other_members(groups: np.ndarray) -> np.ndarray:
+    """For each item, how many other items share its group (R of MAP@R)."""
+    _, group_index, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    if sizes.size == 0 or sizes.max() < 2:
+        raise ValueError("no group has two or more items; MAP@R is undefined")
+    return sizes[group_index] - 1
 
 
 def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
@@ -88,12 +118,21 @@ def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
 
 
 def codexglue_tokens(text: str) -> list[str]:
-    """Tokens of CodeXGLUE's code-to-text BLEU: lowercased words and single punctuation marks.
+    """Tokens of CodeXGLUE's code-to-text BLEU: lowercased words, split at `_`, and single symbols.
 
-    >>> codexglue_tokens("Get the User's name.")
-    ['get', 'the', 'user', "'", 's', 'name', '.']
+    >>> codexglue_tokens("Get the User's file_path.")
+    ['get', 'the', 'user', "'", 's', 'file', '_', 'path', '.']
+
+    The evaluator lowercases, splits into words and single punctuation marks (`splitPuncts`), then
+    normalises that as NIST's mteval does (`normalize`): it drops `<skipped>`, joins `-` line
+    breaks, unescapes XML entities, puts spaces around most ASCII symbols, splits `.`, `,` and `-`
+    from certain neighbours and splits on whitespace. By then every symbol is already a token of
+    its own, so `<skipped>` and `&quot;` no longer occur as such and the line-break, digit and
+    symbol rules change nothing, except for `_`: a word character to `splitPuncts`, it is one of
+    the symbols `normalize` separates (`file_path` becomes `file _ path`). Words without `_` and
+    single symbols are what remains, which is what this one pattern finds.
     """
-    return _WORD_OR_PUNCTUATION.findall(text.lower())
+    return _WORD_OR_SYMBOL.findall(text.lower())
 
 
 def _clipped_ngram_matches(hypothesis: list[str], reference: list[str], n: int) -> tuple[int, int]:
@@ -107,30 +146,28 @@ def _clipped_ngram_matches(hypothesis: list[str], reference: list[str], n: int) 
 def _smoothed_sentence_bleu4(hypothesis: str, reference: str) -> float:
     """CodeXGLUE's smoothed BLEU-4 of one sentence, on 0..1 (see `smoothed_bleu4`)."""
     hyp, ref = codexglue_tokens(hypothesis), codexglue_tokens(reference)
-    counts = [_clipped_ngram_matches(hyp, ref, n) for n in range(1, BLEU_MAX_ORDER + 1)]
-    unigram_matches, unigram_total = counts[0]
-    if unigram_matches == 0:
-        return 0.0
-    precisions = [unigram_matches / unigram_total]
-    precisions += [(matches + 1) / (total + 1) for matches, total in counts[1:]]
+    log_precisions = 0.0
+    for n in range(1, BLEU_MAX_ORDER + 1):
+        matches, total = _clipped_ngram_matches(hyp, ref, n)
+        smoothing = 0 if n == 1 else 1
+        log_precisions += math.log(matches + smoothing + _LOG_GUARD) - math.log(total + smoothing + _LOG_GUARD)
     log_brevity_penalty = min(0.0, 1 - (len(ref) + 1) / (len(hyp) + 1))
-    return math.exp(sum(map(math.log, precisions)) / BLEU_MAX_ORDER + log_brevity_penalty)
+    return math.exp(log_precisions / BLEU_MAX_ORDER + log_brevity_penalty)
 
 
 def smoothed_bleu4(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """Smoothed BLEU-4 of code summarization, as CodeXGLUE code-to-text computes it (0..100).
 
-    Each hypothesis and its reference are lowercased and split into words and single punctuation
-    marks (`codexglue_tokens`). Per sentence: clipped n-gram precisions p1..p4, where p2, p3 and
-    p4 add one to both the matched and the total count (p1 is not smoothed); their geometric mean
-    times the brevity penalty exp(min(0, 1 - (ref_len + 1) / (hyp_len + 1))). The sentence scores
-    are averaged and multiplied by 100.
+    Each hypothesis and its reference become `codexglue_tokens`. Per sentence: clipped n-gram
+    precisions p1..p4, where p2, p3 and p4 add one to both the matched and the total count (p1 is
+    not smoothed); their geometric mean times the brevity penalty
+    exp(min(0, 1 - (ref_len + 1) / (hyp_len + 1))). The sentence scores are averaged and
+    multiplied by 100.
 
-    A sentence with no matching unigram scores exactly 0.0, and so does an empty hypothesis.
-    CodeXGLUE adds sys.float_info.min inside the logarithm instead: that gives at most about
-    1e-77 for a non-empty hypothesis without a match, but exp(-ref_len) for an empty one (its
-    unigram term becomes log(min) - log(min) = 0), e.g. 100 against an empty reference and 37
-    against a one-word reference, where this function gives 0.
+    As in the evaluator, every count inside a logarithm gets the smallest positive float added.
+    A hypothesis without a matching word therefore scores about 1e-75 rather than failing, and an
+    empty hypothesis, whose unigram term is then log(tiny) - log(tiny) = 0, scores
+    100 * exp(-ref_len): 100 against an empty reference, 36.8 against a one-word reference.
     """
     _check_pairs(hypotheses, references)
     sentence_scores = [_smoothed_sentence_bleu4(h, r) for h, r in zip(hypotheses, references)]

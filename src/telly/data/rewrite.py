@@ -4,7 +4,7 @@
 list of names, the function) and normalises the layout (`ast.unparse`: one quoting style, no
 comments); it may also turn `for i in range(...)` loops into `while` loops, swap adjacent
 independent assignments, swap the branches of an `if`/`else` (negating the test), and switch
-between `x += 1` and `x = x + 1`. Each rewrite is
+between `x += 1` and `x = x + 1` where `x` can only hold immutable values. Each rewrite is
 applied only where the rules below show that behaviour is kept, so the result is a true clone.
 Names are left alone whenever in doubt: the analysis is per function, not a full scope resolver.
 """
@@ -122,7 +122,10 @@ def rewrite_function(
         rewrites = (
             ("reorder", lambda: _reorder_independent_assignments(nodes, local_names, chance)),
             ("swap_if", lambda: _swap_if_branches(nodes, chance)),
-            ("augmented_assign", lambda: _toggle_augmented_assignments(nodes, chance)),
+            (
+                "augmented_assign",
+                lambda: _toggle_augmented_assignments(function, nodes, local_names, chance),
+            ),
             (
                 "for_to_while",
                 lambda: _for_range_to_while(function, nodes, local_names, names, chance),
@@ -579,22 +582,30 @@ def _swap_if_branches(nodes: list[ast.AST], chance) -> bool:
     return changed
 
 
-def _toggle_augmented_assignments(nodes: list[ast.AST], chance) -> bool:
-    """`x += 1` <-> `x = x + 1` (also `-=` and `*=`), for a name and a number literal."""
+def _toggle_augmented_assignments(
+    function: _FunctionNode, nodes: list[ast.AST], local_names: list[str], chance
+) -> bool:
+    """`x += 1` <-> `x = x + 1` (also `-=` and `*=`), for a number literal and a local `x` that
+    can only hold immutable values.
+
+    On a mutable value the two differ: `items *= 2` extends the caller's list in place, while
+    `items = items * 2` binds a new list and leaves the caller's alone (numpy arrays likewise).
+    """
+    immutable = _immutable_locals(function, nodes, local_names)
     changed = False
     for statements in _statement_lists(nodes):
         for index, statement in enumerate(statements):
-            toggled = _toggled_update(statement)
+            toggled = _toggled_update(statement, immutable)
             if toggled is not None and chance():
                 statements[index] = toggled
                 changed = True
     return changed
 
 
-def _toggled_update(statement: ast.stmt) -> ast.stmt | None:
+def _toggled_update(statement: ast.stmt, immutable: set[str]) -> ast.stmt | None:
     if isinstance(statement, ast.AugAssign):
         target, op, value = statement.target, statement.op, statement.value
-        if _is_name_update(target, op, value):
+        if _is_name_update(target, op, value, immutable):
             return _assign(target.id, ast.BinOp(ast.Name(target.id, ast.Load()), op, value))
     elif isinstance(statement, ast.Assign) and len(statement.targets) == 1:
         target, value = statement.targets[0], statement.value
@@ -602,16 +613,57 @@ def _toggled_update(statement: ast.stmt) -> ast.stmt | None:
             isinstance(value, ast.BinOp)
             and isinstance(value.left, ast.Name)
             and value.left.id == getattr(target, "id", None)
-            and _is_name_update(target, value.op, value.right)
+            and _is_name_update(target, value.op, value.right, immutable)
         ):
             return ast.AugAssign(ast.Name(target.id, ast.Store()), value.op, value.right)
     return None
 
 
-def _is_name_update(target: ast.expr, op: ast.operator, value: ast.expr) -> bool:
+def _is_name_update(target: ast.expr, op: ast.operator, value: ast.expr, immutable: set[str]) -> bool:
     return (
         isinstance(target, ast.Name)
+        and target.id in immutable
         and isinstance(op, _ARITHMETIC_UPDATES)
         and isinstance(value, ast.Constant)
         and type(value.value) in (int, float)
     )
+
+
+def _immutable_locals(function: _FunctionNode, nodes: list[ast.AST], local_names: list[str]) -> set[str]:
+    """The locals that can only ever hold a number, string, bytes, tuple, bool or None.
+
+    Such a local is not a parameter, and every binding of it is `x = v`, `x: T = v` or `x op= v`
+    with `v` built of constants and tuples by arithmetic, reading no name but `x` itself
+    (`x = 0`, `x = x * 2`, `x += 1`). None of these types has an in-place operator, so whatever
+    `x` held before, it holds one of them after; any other binding (a loop, `with`, `except`,
+    unpacking, `:=`, `del`) leaves the name out.
+    """
+    candidates = set(local_names) - {arg.arg for arg in _parameters(function.args)}
+    immutable_bindings = set()  # ids of the target nodes of the bindings described above
+    for node in nodes:
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            immutable_bindings.update(
+                id(target)
+                for target in targets
+                if isinstance(target, ast.Name) and _immutable_value(node.value, target.id)
+            )
+    for node in nodes:
+        for name, _ in _bindings(node):
+            if id(node) not in immutable_bindings:
+                candidates.discard(name)
+    return candidates
+
+
+def _immutable_value(value: ast.expr, name: str) -> bool:
+    """Whether `value` is a constant, a tuple, or arithmetic on such values and the name `name`
+    (assumed to hold one itself): builtin arithmetic on them gives one of them again, or raises."""
+    if isinstance(value, (ast.Constant, ast.Tuple)):
+        return True
+    if isinstance(value, ast.Name):
+        return value.id == name
+    if isinstance(value, ast.UnaryOp):
+        return _immutable_value(value.operand, name)
+    if isinstance(value, ast.BinOp):
+        return _immutable_value(value.left, name) and _immutable_value(value.right, name)
+    return False

@@ -9,7 +9,7 @@ features (see `telly.study.probing`):
   vector of its 1-3-grams of node types (identifier and literal values left out, so matching takes
   structure, not shared names), reduced by truncated SVD fitted on the training functions;
 - structural: cyclomatic complexity class 1..≥6 (accuracy);
-- semantic: retrieve a function's rewrites among all test programs (MAP).
+- semantic: retrieve a function's rewrites among all test programs (MAP@R).
 """
 
 from __future__ import annotations

@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 
+from telly.data.python_properties import cyclomatic_complexity, lexical_types, sbt
 from telly.metrics import mean_average_precision
 from telly.study.probe_data import REWRITES, build_probe_set
 from telly.study.probing import Classification, GroupRetrieval, Matching, ProbeData, probe_all_layers
-from telly.study.properties import complexity_class, cyclomatic_complexity, lexical_types, sbt
+from telly.study.properties import complexity_class
 from telly.study.recommend import choose_k
 
 LAYERS, WIDTH = 5, 16

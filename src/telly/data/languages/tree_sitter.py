@@ -23,8 +23,8 @@ from pathlib import Path
 
 import tree_sitter
 
-from telly.data.language import MIN_DOCSTRING_WORDS, CodeFunction, summary_tokens
-from telly.data.rewrite import NAME_POOL, NameSupply, Rewrite
+from telly.data.language import MIN_DOCSTRING_WORDS, CodeFunction, Rewrite, summary_tokens
+from telly.data.names import NAME_POOL, NameSupply
 
 REWRITE_KINDS = ("rename", "reformat")
 INDENT_WIDTHS = (2, 3, 4, 8)

@@ -1,9 +1,9 @@
-"""The probes' labels of the code properties the language plug-ins compute.
+"""The properties the probes study (`PROPERTIES`), and the labels a probe trains on.
 
-Each plug-in gives a function's lexical token types, SBT and cyclomatic complexity
+Each language plug-in gives a function's lexical token types, SBT and cyclomatic complexity
 (`telly.data.language.Language`; Python's in `telly.data.python_properties`). Here they become
-what a probe trains on: a lexical type per sub-word of the model (`align_to_subwords`) and a
-complexity class (`complexity_class`).
+labels: a lexical type per sub-word of the model (`align_to_subwords`) and a complexity class
+(`complexity_class`). Light to import: the CLI reads `PROPERTIES` for its options.
 """
 
 from __future__ import annotations

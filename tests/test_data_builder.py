@@ -1,9 +1,12 @@
 import ast
 import json
+import sysconfig
 import textwrap
+from pathlib import Path
 
 import pytest
 
+from telly.cli import main
 from telly.data.formats import read_codesearchnet_split, read_jsonl
 from telly.data.corpus import SPLITS, build_code_search
 from telly.data.python_corpus import extract_functions
@@ -81,6 +84,8 @@ def write_small_tree(root):
     (root / "pkg").mkdir(parents=True)
     (root / "pkg" / "shapes.py").write_text(SHAPES, encoding="utf-8")
     (root / "pkg" / "tasks.py").write_text(TASKS, encoding="utf-8")
+    units = 'def meters(feet):\n    """Convert feet to meters."""\n    return feet * 0.3048\n'
+    (root / "pkg" / "units.py").write_text(units, encoding="utf-8")
     (root / "pkg" / "latin.py").write_bytes(b'def f():\n    """Caf\xe9 au lait is nice."""\n')
     (root / "pkg" / "broken.py").write_text("def f(:\n    pass\n", encoding="utf-8")
     nul_source = b'def f():\n    """Has a NUL byte."""\n    return "\x00"\n'
@@ -126,6 +131,7 @@ def test_documented_functions_are_extracted_with_qualified_names(small_build):
         "outer",
         "outer.square",
         "placeholder",
+        "meters",
     }
     assert by_name["area"]["path"] == "pkg/shapes.py"  # the first copy is kept
 
@@ -173,17 +179,17 @@ def test_records_are_complete_codesearchnet_records(small_build, tmp_path):
 
 def test_summary_counts(small_build):
     summary, _ = small_build
-    assert summary.files_seen == 6
+    assert summary.files_seen == 7
     assert summary.skipped == {"not UTF-8": 1, "too deep to parse": 1, "unparsable": 1, "with NUL bytes": 1}
-    assert summary.files_used == 2
-    assert summary.functions == 7
+    assert summary.files_used == 3
+    assert summary.functions == 8
     assert summary.duplicates_dropped == 1
-    assert sum(summary.split_functions.values()) == 7
-    assert sum(summary.split_files.values()) == 2
+    assert sum(summary.split_functions.values()) == 8
+    assert summary.split_files == {"train": 1, "valid": 1, "test": 1}  # three files: one for each split
     text = str(summary)
     skipped = "4 skipped: 1 not UTF-8, 1 too deep to parse, 1 unparsable, 1 with NUL bytes"
-    assert text.startswith(f"read 6 files ({skipped}); ")
-    assert "7 functions from 2 files, 1 duplicates dropped; train " in text
+    assert text.startswith(f"read 7 files ({skipped}); ")
+    assert "8 functions from 3 files, 1 duplicates dropped; train " in text
 
 
 def test_splits_are_by_file_deterministic_and_depend_on_the_seed(tmp_path):
@@ -209,6 +215,59 @@ def test_splits_are_by_file_deterministic_and_depend_on_the_seed(tmp_path):
     for split in ("valid", "test"):
         assert abs(summary.split_functions[split] - 0.1 * total) <= 3  # one file at most
         assert summary.split_files[split] >= 1
+
+
+def write_module(path, functions):
+    """A module of `functions` documented one-line functions, named after the file."""
+    path.write_text("\n".join(
+        f'def {path.stem}_{i}(x):\n    """Add {i} to the given number."""\n    return x + {i}\n'
+        for i in range(functions)
+    ), encoding="utf-8")
+
+
+def test_splits_are_balanced_by_functions_when_file_sizes_are_skewed(tmp_path):
+    # One file holds 40 of 50 functions. Dealt as files, it could land in valid or test; dealt by
+    # functions, train takes it whatever the seed, and valid and test get 5 each (1 file each).
+    (tmp_path / "three").mkdir()
+    for name, functions in {"big": 40, "five": 5, "other": 5}.items():
+        write_module(tmp_path / "three" / f"{name}.py", functions)
+    for seed in range(5):
+        summary = build_code_search([tmp_path / "three"], tmp_path / f"three{seed}", seed=seed)
+        assert summary.split_functions == {"train": 40, "valid": 5, "test": 5}
+        assert read_jsonl(tmp_path / f"three{seed}" / "train.jsonl")[0]["path"] == "big.py"
+    # With 40, 5, 3, 1 and 1, valid and test hold within a factor 2 of their 10% (5 functions).
+    (tmp_path / "five").mkdir()
+    for name, functions in {"big": 40, "five": 5, "three": 3, "one": 1, "single": 1}.items():
+        write_module(tmp_path / "five" / f"{name}.py", functions)
+    for seed in range(10):
+        summary = build_code_search([tmp_path / "five"], tmp_path / f"five{seed}", seed=seed)
+        assert summary.split_functions["train"] >= 40
+        assert 2.5 <= summary.split_functions["valid"] <= 10 and 2.5 <= summary.split_functions["test"] <= 10
+
+
+def test_two_stdlib_packages_give_three_non_empty_balanced_splits(tmp_path):
+    # Shuffled, json's and email's 33 files once put email's biggest module (141 functions) in
+    # valid and none in test.
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    out = tmp_path / "out"
+    argv = ["data", "build", str(stdlib / "json"), str(stdlib / "email"), "--task", "code-completion", "--out", str(out)]
+    assert main(argv) == 0
+    records = {split: read_jsonl(out / f"{split}.jsonl") for split in SPLITS}
+    total = sum(map(len, records.values()))
+    for split in ("valid", "test"):
+        assert 0.05 * total <= len(records[split]) <= 0.2 * total  # within a factor 2 of 10%
+
+
+def test_fewer_files_than_splits_are_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "src").mkdir()
+    for name in ("a", "b"):
+        write_module(tmp_path / "src" / f"{name}.py", 10)
+    assert main(["data", "build", str(tmp_path / "src"), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        "telly: error: a split by file needs at least 3 files with documented functions, one for each of "
+        f"train, valid, test; {tmp_path / 'src'} hold 2\n"
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def test_extract_handles_crlf_nested_strings_and_conditional_definitions():

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from telly.data.python_properties import cyclomatic_complexity, lexical_types, sbt
 from telly.study.probe_data import REWRITES, build_probe_set
 from telly.study.probing import Classification, GroupRetrieval, Matching, ProbeData, probe_all_layers
-from telly.study.properties import complexity_class, cyclomatic_complexity, lexical_types, sbt
+from telly.study.properties import complexity_class
 from telly.study.recommend import choose_k
 
 LAYERS, WIDTH = 5, 16

@@ -12,17 +12,11 @@ import mccabe
 import pytest
 from transformers import AutoTokenizer
 
+from telly.data.language import LEXICAL_TYPES
 from telly.data.python_corpus import extract_functions, python_tokens
+from telly.data.python_properties import cyclomatic_complexity, lexical_types, sbt
 from telly.models.load import default_model_dir
-from telly.study.properties import (
-    IGNORED_LABEL,
-    LEXICAL_TYPES,
-    align_to_subwords,
-    complexity_class,
-    cyclomatic_complexity,
-    lexical_types,
-    sbt,
-)
+from telly.study.properties import IGNORED_LABEL, align_to_subwords, complexity_class
 
 KEYWORD, NAME, NUMBER, STRING, OPERATOR = range(len(LEXICAL_TYPES))
 IGNORED = IGNORED_LABEL

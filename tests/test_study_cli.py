@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 from transformers import BertModel
 
 from telly.cli import main
-from telly.study.probe import PROPERTIES
+from telly.study.properties import PROPERTIES
 from telly.study.recommend import choose_k
 from telly.study.representations import control_model, pretrained_model, weights_fingerprint
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from telly.config import FinetuneConfig
 from telly.data.languages import LANGUAGES
 from telly.errors import UserError
-from telly.study.probe import PROPERTIES
+from telly.study.properties import PROPERTIES
 from telly.sweep import EXECUTORS
 
 # FinetuneConfig fields a sweep sets per variant (or has no use for).

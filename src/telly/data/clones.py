@@ -23,8 +23,7 @@ from pathlib import Path
 
 from telly.data.corpus import SPLITS, TaskDataSummary, check_output_dir, read_split_corpus
 from telly.data.formats import write_bigclonebench
-from telly.data.language import CodeFunction, Language
-from telly.data.rewrite import Rewrite
+from telly.data.language import CodeFunction, Language, Rewrite
 
 MIN_STATEMENTS = 3
 LENGTH_TOLERANCE = 0.2

@@ -32,6 +32,9 @@ from telly.errors import UserError
 SKIPPED_DIR_NAMES = frozenset({"__pycache__", "site-packages", "test", "tests", "idle_test"})
 
 SPLITS = ("train", "valid", "test")
+# A split with more than this many times its share of the functions, or less than its share divided
+# by it, is unbalanced. Every split of a large source tree is far closer to its share.
+BALANCE_FACTOR = 2
 
 
 @dataclass
@@ -164,7 +167,9 @@ def read_split_corpus(
     `telly.data.python_corpus.extract_functions`. Exact duplicates (same `code`) are dropped, the
     first one in file order kept. Whole files go to one split: the files are shuffled with `seed`
     and dealt to test, valid and train so that about `test_fraction` and `valid_fraction` of the
-    functions land in test and valid.
+    functions land in test and valid (see `_assign_splits`). Every split with a share (train, and
+    valid and test unless their fraction is 0) gets at least one file; fewer files than such
+    splits is a user mistake.
     """
     if not (0 <= valid_fraction and 0 <= test_fraction and valid_fraction + test_fraction < 1):
         raise UserError(
@@ -177,11 +182,16 @@ def read_split_corpus(
         plugin.extract_functions, require_docstring=require_docstring, min_statements=min_statements
     )
     functions_by_file, skipped, duplicates = _read_unique_functions(files, extract, plugin.display_name)
+    sources_text = ", ".join(map(str, sources))
+    wanted = _wanted_functions(require_docstring, min_statements)
     if not functions_by_file:
-        wanted = "documented functions" if require_docstring else "functions"
-        if min_statements:
-            wanted += f" of at least {min_statements} statements"
-        raise UserError(f"no {wanted} found in {', '.join(map(str, sources))}")
+        raise UserError(f"no {wanted} found in {sources_text}")
+    shares = _shares(valid_fraction, test_fraction)
+    if len(functions_by_file) < len(shares):
+        raise UserError(
+            f"a split by file needs at least {len(shares)} files with {wanted}, one for each of "
+            f"{', '.join(shares)}; {sources_text} hold {len(functions_by_file)}"
+        )
 
     function_counts = [len(functions) for _, functions in functions_by_file]
     split_of_file = _assign_splits(function_counts, seed, valid_fraction, test_fraction)
@@ -304,6 +314,20 @@ def _read_functions(
         return [], "too deep to parse"
 
 
+def _wanted_functions(require_docstring: bool, min_statements: int) -> str:
+    """"documented functions of at least 3 statements": what the builder reads, for messages."""
+    wanted = "documented functions" if require_docstring else "functions"
+    if min_statements:
+        wanted += f" of at least {min_statements} statements"
+    return wanted
+
+
+def _shares(valid_fraction: float, test_fraction: float) -> dict[str, float]:
+    """The fraction of the functions each split gets, for the splits that get any (train always)."""
+    fractions = {"train": 1 - valid_fraction - test_fraction, "valid": valid_fraction, "test": test_fraction}
+    return {split: fraction for split, fraction in fractions.items() if fraction > 0}
+
+
 def _assign_splits(
     function_counts: list[int], seed: int, valid_fraction: float, test_fraction: float
 ) -> list[str]:
@@ -311,7 +335,9 @@ def _assign_splits(
 
     Files are shuffled and laid end to end; a file goes to test if its midpoint falls in the first
     `test_fraction` of all functions, to valid if in the next `valid_fraction`, else to train.
-    Using the midpoint keeps a single big file from overshooting a small split.
+    Using the midpoint keeps a single big file from overshooting a small split. With few files
+    this can still leave a split empty or unbalanced (one big file's midpoint skips past a small
+    split, or lands in it); then the files are dealt by `_deal_by_size` instead.
     """
     order = list(range(len(function_counts)))
     random.Random(seed).shuffle(order)
@@ -329,4 +355,31 @@ def _assign_splits(
         else:
             splits[index] = "train"
         position += function_counts[index]
+    targets = {split: share * total for split, share in _shares(valid_fraction, test_fraction).items()}
+    functions: Counter[str] = Counter()
+    for split, count in zip(splits, function_counts):
+        functions[split] += count
+    if all(target / BALANCE_FACTOR <= functions[split] <= target * BALANCE_FACTOR
+           for split, target in targets.items()):
+        return splits
+    return _deal_by_size(function_counts, order, targets)
+
+
+def _deal_by_size(function_counts: list[int], order: list[int], targets: dict[str, float]) -> list[str]:
+    """The split of each file: biggest file first, each to the split furthest below its target
+    number of functions, except that the last files go to the splits still without one.
+
+    `order` breaks ties between files of equal size. Needs at least as many files as targets.
+    """
+    splits = [""] * len(function_counts)
+    files = dict.fromkeys(targets, 0)
+    functions = dict.fromkeys(targets, 0)
+    biggest_first = sorted(order, key=lambda index: function_counts[index], reverse=True)  # stable
+    for files_left, index in zip(range(len(order), 0, -1), biggest_first):
+        without_file = [split for split in targets if not files[split]]
+        choices = without_file if len(without_file) == files_left else list(targets)
+        split = max(choices, key=lambda name: targets[name] - functions[name])
+        splits[index] = split
+        files[split] += 1
+        functions[split] += function_counts[index]
     return splits

@@ -1,4 +1,5 @@
-"""What every language plug-in provides, and the function record they all extract.
+"""What every language plug-in provides, and the records every language shares: the functions
+they extract (`CodeFunction`), the clones they make (`Rewrite`), the token types (`LEXICAL_TYPES`).
 
 The builders (`telly.data.corpus`, `clones`, `generation`) and the probe study call only this
 interface, so they never branch on the language. Python implements it with its own `ast` and
@@ -15,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from telly.data.rewrite import Rewrite
-
 # A doc whose summary has fewer words is not a usable query ("Return x.").
 MIN_DOCSTRING_WORDS = 3
+
+# The types `Language.lexical_types` gives code tokens (the lexical probe's classes).
+LEXICAL_TYPES = ("KEYWORD", "NAME", "NUMBER", "STRING", "OPERATOR")
 
 _WORD_OR_PUNCTUATION = re.compile(r"[\w]+|[^\s\w]")
 
@@ -67,6 +69,17 @@ class CodeFunction:
         }
 
 
+@dataclass(frozen=True)
+class Rewrite:
+    """A clone of a function and the rewrites that changed it (names from the language's
+    `rewrite_kinds`)."""
+
+    code: str
+    name: str  # the rewritten function's
+    applied: tuple[str, ...]
+    original_canonical_form: str  # the original's; equal for code differing only in names, layout, comments
+
+
 class Language(Protocol):
     """A programming language the builders and probes can read.
 
@@ -88,7 +101,7 @@ class Language(Protocol):
         """The functions of one source file (see `telly.data.python_corpus.extract_functions`)."""
 
     def lexical_types(self, code: str) -> list[tuple[str, str]]:
-        """`(token, type)` for each code token, the type one of properties.LEXICAL_TYPES."""
+        """`(token, type)` for each code token, the type one of LEXICAL_TYPES."""
 
     def sbt(self, code: str) -> list[str]:
         """The structure-based traversal of the function's syntax tree."""

@@ -18,7 +18,7 @@ from telly.data.language import MIN_DOCSTRING_WORDS, CodeFunction, summary_token
 _FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
-_LAYOUT_TOKENS = frozenset(
+LAYOUT_TOKENS = frozenset(
     {
         tokenize.COMMENT,
         tokenize.NEWLINE,
@@ -163,4 +163,4 @@ def _leading_whitespace(line: str) -> str:
 def python_tokens(code: str) -> list[str]:
     """Python's own tokens of `code`, without comments and layout (newlines, indentation)."""
     tokens = tokenize.generate_tokens(io.StringIO(code).readline)
-    return [token.string for token in tokens if token.type not in _LAYOUT_TOKENS]
+    return [token.string for token in tokens if token.type not in LAYOUT_TOKENS]

@@ -12,11 +12,11 @@ Names are left alone whenever in doubt: the analysis is per function, not a full
 from __future__ import annotations
 
 import ast
-import builtins
-import keyword
 import random
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+
+from telly.data.language import Rewrite
+from telly.data.names import CONVENTIONAL_NAMES, NAME_POOL, NameSupply
 
 _FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
 
@@ -62,32 +62,7 @@ _PURE_NODES = (
 )
 _ARITHMETIC_UPDATES = (ast.Add, ast.Sub, ast.Mult)
 
-# Fresh local names look like names people write, so a rewrite is not given away by its names.
-NAME_POOL = (
-    "value", "item", "result", "data", "count", "index", "total", "key", "node", "name", "text",
-    "obj", "element", "current", "temp", "entry", "target", "source", "buf", "acc", "flag",
-    "size", "part", "piece", "arg", "param", "first", "second", "other", "out", "res", "val",
-    "tmp", "elem", "pos", "offset", "start", "end", "limit", "line", "word", "char", "prefix",
-    "suffix", "parts", "items", "values", "keys", "pairs", "mapping", "seen", "found", "left",
-    "right", "low", "high", "step", "state", "info", "record", "field", "level", "n", "m", "k",
-    "j", "x", "y", "z", "a", "b", "c", "s", "t", "u", "w", "p", "q", "r",
-)  # fmt: skip
-_CONVENTIONAL_NAMES = frozenset({"self", "cls"})
-_RESERVED_NAMES = frozenset(
-    {*dir(builtins), *keyword.kwlist, *keyword.softkwlist, *_CONVENTIONAL_NAMES}
-)
-
 REWRITE_KINDS = ("reorder", "swap_if", "augmented_assign", "for_to_while", "rename")
-
-
-@dataclass(frozen=True)
-class Rewrite:
-    """A clone of a function and the rewrites that changed it (names from REWRITE_KINDS)."""
-
-    code: str
-    name: str  # the rewritten function's
-    applied: tuple[str, ...]
-    original_canonical_form: str  # canonical_form() of the original, made on the way
 
 
 def rewrite_function(
@@ -177,32 +152,6 @@ def _single_function(tree: ast.Module) -> _FunctionNode:
     return tree.body[0]
 
 
-class NameSupply:
-    """Identifiers used nowhere in the function and not builtins, keywords, `self` or `cls`."""
-
-    def __init__(self, taken: set[str], candidates: Iterable[str] = (), fallback: str = "var"):
-        self._taken = taken | _RESERVED_NAMES
-        self._candidates = iter(candidates)
-        self._fallback = fallback
-        self._counter = 0
-
-    def take(self, name: str) -> bool:
-        """Reserve `name` if it is free; whether it was."""
-        if name in self._taken:
-            return False
-        self._taken.add(name)
-        return True
-
-    def fresh(self) -> str:
-        """The next free candidate, or else the first free `{fallback}0`, `{fallback}1`, ..."""
-        for name in self._candidates:
-            if self.take(name):
-                return name
-        while not self.take(name := f"{self._fallback}{self._counter}"):
-            self._counter += 1
-        return name
-
-
 def _identifiers(nodes: Iterable[ast.AST]) -> set[str]:
     """Every name the code binds, reads or declares (attribute names aside)."""
     found = set()
@@ -238,7 +187,7 @@ def _local_names(function: _FunctionNode) -> list[str]:
         analysis.visit(statement, nested=False)
     if analysis.introspective:
         return []
-    kept = analysis.blocked | _CONVENTIONAL_NAMES
+    kept = analysis.blocked | CONVENTIONAL_NAMES
     return [name for name in analysis.own if name not in kept]
 
 

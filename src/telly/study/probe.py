@@ -23,6 +23,7 @@ import torch
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from telly.data.language import LEXICAL_TYPES
 from telly.data.languages import LANGUAGES
 from telly.study.probe_data import ProbeFunction, ProbeSet
 from telly.study.probing import (
@@ -33,10 +34,9 @@ from telly.study.probing import (
     ProbeResult,
     probe_all_layers,
 )
-from telly.study.properties import COMPLEXITY_CLASSES, IGNORED_LABEL, LEXICAL_TYPES, align_to_subwords
+from telly.study.properties import COMPLEXITY_CLASSES, IGNORED_LABEL, PROPERTIES, align_to_subwords
 from telly.study.representations import FeatureCache, StudyModel, layer_features, sequences_fingerprint, weights_fingerprint
 
-PROPERTIES = ("lexical", "syntactic", "structural", "semantic")
 SBT_NGRAMS = (1, 3)
 SBT_DIMENSIONS = 128
 LEXICAL_EPOCHS, SEQUENCE_EPOCHS = 5, 30

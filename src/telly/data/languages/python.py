@@ -1,8 +1,8 @@
 """The Python plug-in: Python's own `ast` and `tokenize`, through the modules written for them.
 
 Extraction is `telly.data.python_corpus`, rewrites `telly.data.rewrite`, and the probed properties
-`telly.study.properties`; this module only gathers them behind the `Language` interface and adds
-what the generation and completion builders need.
+`telly.data.python_properties`; this module only gathers them behind the `Language` interface and
+adds what the generation and completion builders need.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
 
-from telly.data import python_corpus, rewrite
-from telly.data.language import CodeFunction
-from telly.study import properties
+from telly.data import python_corpus, python_properties, rewrite
+from telly.data.language import CodeFunction, Rewrite
 
 _FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
 
@@ -37,17 +36,17 @@ class PythonLanguage:
         return python_corpus.extract_functions(source, path, require_docstring, min_statements)
 
     def lexical_types(self, code: str) -> list[tuple[str, str]]:
-        return properties.lexical_types(code)
+        return python_properties.lexical_types(code)
 
     def sbt(self, code: str) -> list[str]:
-        return properties.sbt(code)
+        return python_properties.sbt(code)
 
     def cyclomatic_complexity(self, code: str) -> int:
-        return properties.cyclomatic_complexity(code)
+        return python_properties.cyclomatic_complexity(code)
 
     def rewrite(
         self, code: str, rng: random.Random, function_names: Sequence[str] = ()
-    ) -> rewrite.Rewrite | None:
+    ) -> Rewrite | None:
         return rewrite.rewrite_function(code, rng, function_names=function_names)
 
     def generation_example(self, function: CodeFunction) -> tuple[str, str] | str:

@@ -1,58 +1,12 @@
-"""The layering DESIGN.md promises, checked on the source: the loop never reaches up into the study or
-the commands, tasks never place tensors on a device, and the loop reads top to bottom."""
+"""What DESIGN.md promises of the loop and the tasks, checked on the source: the loop reads top to
+bottom, and tasks never place tensors on a device (the loop does). The layering: test_imports.py."""
 
 import ast
 from pathlib import Path
 
 import pytest
 
-SOURCE = Path(__file__).resolve().parent.parent / "src"
-PACKAGE = SOURCE / "telly"
-
-
-def module_name(path: Path) -> str:
-    parts = path.relative_to(SOURCE).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
-
-
-def imported(module: str) -> set[str]:
-    """telly modules that `module` imports anywhere in its text (inside functions too)."""
-    found = set()
-    for node in ast.walk(ast.parse(MODULES[module].read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in MODULES else node.module
-                     for alias in node.names]
-        else:
-            continue
-        found |= {name for name in names if name in MODULES}
-    return found
-
-
-def reachable(module: str) -> set[str]:
-    seen, todo = set(), [module]
-    while todo:
-        for name in imported(todo.pop()) - seen:
-            seen.add(name)
-            todo.append(name)
-    return seen
-
-
-@pytest.mark.parametrize("lower", ["telly.train", "telly.run_folder", "telly.runtime", "telly.tasks.base",
-                                   "telly.models.cache"])
-def test_the_loop_and_what_it_stands_on_never_import_upward(lower):
-    upper = {"telly.study", "telly.pipeline", "telly.cli", "telly.sweep", "telly.report"}
-    upward = {name for name in reachable(lower) if any(name == u or name.startswith(u + ".") for u in upper)}
-    assert not upward, f"{lower} reaches {sorted(upward)}"
-
-
-def test_train_and_study_form_no_cycle():
-    assert not any(name.startswith("telly.study") for name in reachable("telly.train"))
-    assert "telly.train" in reachable("telly.study.recommend")  # the study stands on the loop, not the reverse
+PACKAGE = Path(__file__).resolve().parent.parent / "src" / "telly"
 
 
 def test_no_function_in_the_loop_is_longer_than_about_fifty_lines():

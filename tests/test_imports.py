@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import telly
 
 TELLY = Path(telly.__file__).parent
@@ -40,6 +42,45 @@ def test_the_data_layer_imports_nothing_above_it():
         if not any(name == allowed or name.startswith(allowed + ".") for allowed in BELOW_DATA)
     ]
     assert upward == []
+
+
+def module_of(name: str) -> str | None:
+    """The telly module a name imported by `telly_imports` lives in (the name itself, or its parent)."""
+    for candidate in (name, name.rpartition(".")[0]):
+        path = TELLY.parent.joinpath(*candidate.split("."))
+        if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():
+            return candidate
+    return None
+
+
+def source_of(module: str) -> Path:
+    path = TELLY.parent.joinpath(*module.split("."))
+    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else path / "__init__.py"
+
+
+def reachable(module: str) -> set[str]:
+    """Every telly module `module` imports, directly or through others (lazy imports too)."""
+    seen, todo = set(), [module]
+    while todo:
+        for _, name in telly_imports(source_of(todo.pop())):
+            found = module_of(name)
+            if found and found not in seen:
+                seen.add(found)
+                todo.append(found)
+    return seen
+
+
+@pytest.mark.parametrize("lower", ["telly.train", "telly.run_folder", "telly.runtime", "telly.tasks.base",
+                                   "telly.models.cache"])
+def test_the_loop_and_what_it_stands_on_never_import_upward(lower):
+    upper = ("telly.study", "telly.pipeline", "telly.cli", "telly.sweep", "telly.report")
+    upward = sorted(name for name in reachable(lower) if any(name == u or name.startswith(u + ".") for u in upper))
+    assert upward == [], f"{lower} reaches {upward}"
+
+
+def test_train_and_study_form_no_cycle():
+    assert not any(name.startswith("telly.study") for name in reachable("telly.train"))
+    assert "telly.train" in reachable("telly.study.recommend")  # the study stands on the loop, not the reverse
 
 
 def test_no_module_imports_a_private_name_of_another():

@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from telly import FinetuneConfig, finetune
+from telly.config import CacheOptions
 from telly.data import BUILDERS, language_named
 from telly.models.layers import find_backbone
 from telly.models.load import load_pretrained
@@ -86,7 +87,7 @@ def measure_speed(task: str, model: str, data: Path, work: Path, train_examples:
         config = FinetuneConfig(
             task=task, data=str(data), out=str(work / f"{method}-k{k}-{'cache' if cached else 'plain'}-{precision}"),
             model=model, method=method, freeze=k, epochs=2, batch_size=batch_size, max_code_len=max_code_len,
-            max_train_examples=train_examples, max_eval_examples=EVAL_EXAMPLES, beam_size=1, no_cache=not cached,
+            max_train_examples=train_examples, max_eval_examples=EVAL_EXAMPLES, beam_size=1, cache=CacheOptions(enabled=cached),
             device=device, mixed_precision=precision, overwrite=True,
         )
         reset_peak_memory()

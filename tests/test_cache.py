@@ -12,6 +12,7 @@ from safetensors import safe_open
 from transformers import BertConfig, BertModel
 
 from telly import FinetuneConfig, freeze
+from telly.config import CacheOptions
 from telly.errors import UserError
 from telly.models import state_store
 from telly.models.cache import FillCounts, FrozenPrefixCache
@@ -283,4 +284,4 @@ def test_a_damaged_shard_is_computed_again_not_a_crash(tokenizer, email_corpus, 
 
 def test_the_memory_limit_must_be_positive():
     with pytest.raises(UserError, match="--cache-memory-mb must be > 0"):
-        FinetuneConfig(task="code-search", data="-", out="-", cache_memory_mb=0)
+        CacheOptions(memory_mb=0)

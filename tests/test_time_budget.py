@@ -8,7 +8,7 @@ import torch
 from conftest import start_and_kill
 
 from telly.cli import main
-from telly.config import FinetuneConfig
+from telly.config import FinetuneConfig, TimeBudgetOptions
 from telly.train import TimeBudget, TrainingClock
 
 
@@ -36,11 +36,13 @@ def test_a_run_trains_for_its_budget_and_validates_at_each_mark(tiny_bert_dir, e
 
 @pytest.mark.parametrize("seconds, factor", [(0.0, 0.0), (5.0, 0.5), (10.0, 1.0), (55.0, 0.5), (100.0, 0.0), (150.0, 0.0)])
 def test_the_learning_rate_warms_up_and_decays_over_the_budget(seconds, factor):
-    config = FinetuneConfig(task="code-search", data="d", out="o", lr=1e-3, warmup_fraction=0.1, time_budget=100.0)
+    config = FinetuneConfig(task="code-search", data="d", out="o", lr=1e-3, warmup_fraction=0.1,
+                            time_budget=TimeBudgetOptions(seconds=100.0))
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([parameter], lr=config.lr)
     clock = TrainingClock()
-    schedule = TimeBudget(config.time_budget, config.time_marks).schedule(optimizer, config.warmup_fraction, clock)
+    schedule = TimeBudget(config.time_budget.seconds, config.time_budget.marks).schedule(optimizer, config.warmup_fraction,
+                                                                                       clock)
     clock.seconds_before = seconds
     schedule.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * factor)

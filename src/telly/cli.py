@@ -9,15 +9,17 @@ import types
 import typing
 from pathlib import Path
 
-from telly.config import FinetuneConfig
+from telly.config import GROUPS, FinetuneConfig, flag, flat_fields
 from telly.data.languages import LANGUAGES
 from telly.errors import UserError
 from telly.study.properties import PROPERTIES
 from telly.sweep import EXECUTORS
 
-# FinetuneConfig fields a sweep sets per variant (or has no use for).
-SET_BY_SWEEP = frozenset({"freeze", "method", "resume", "overwrite", "auto_freeze_examples", "auto_freeze_inputs",
-                          "auto_freeze_threshold", "auto_freeze_measure"})
+# FinetuneConfig settings (flat names or groups) a sweep sets per variant, or has no use for.
+SET_BY_SWEEP = frozenset({"freeze", "method", "resume", "overwrite", "auto_freeze"})
+# ... and those that mean nothing to `telly recommend`, whose brief run is full fine-tuning for one epoch.
+UNUSED_BY_RECOMMEND = frozenset({"freeze", "method", "resume", "overwrite", "epochs", "checkpoint_every", "lora",
+                                 "cache", "time_budget"})
 
 USER_ERROR_EXIT = 2
 
@@ -27,26 +29,31 @@ class Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see '{self.prog} --help')")
 
 
-def add_config_options(parser: argparse.ArgumentParser, config_class, exclude: frozenset[str] = frozenset()) -> None:
-    """One option per dataclass field not in `exclude`: `max_code_len: int` → `--max-code-len INT`."""
-    hints = typing.get_type_hints(config_class)
-    for field in dataclasses.fields(config_class):
-        if field.name in exclude:
+def add_config_options(parser: argparse.ArgumentParser, exclude: frozenset[str] = frozenset()) -> None:
+    """One option per FinetuneConfig setting not in `exclude` (flat names or group names), its flat
+    name as `dest`: `max_code_len: int` → `--max-code-len INT`, `lora.rank` → `--lora-rank INT`."""
+    for name, group, field in flat_fields():
+        if name in exclude or group in exclude:
             continue
-        flag = "--" + field.name.replace("_", "-")
-        kind = hints[field.name]
+        kind = typing.get_type_hints(GROUPS[group] if group else FinetuneConfig)[field.name]
         if isinstance(kind, types.UnionType):  # `int | None`
             kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
-        parse = field.metadata.get("parse", kind)
         help_text = field.metadata["help"]
-        if kind is bool:
-            parser.add_argument(flag, action="store_true", help=help_text)
-        else:
-            default = "" if field.metadata.get("required") else f" (default: {field.default})"
-            parser.add_argument(
-                flag, type=parse, default=field.default, required=field.metadata.get("required", False),
-                metavar=kind.__name__.upper(), help=help_text + default,
-            )
+        if kind is bool:  # a switch that turns its default around: --overwrite, --no-cache
+            action = "store_false" if field.default else "store_true"
+            parser.add_argument(flag(name, field), dest=name, action=action, help=help_text)
+            continue
+        shown = field.metadata.get("required") or field.default in (None, "") or "default" in help_text
+        parser.add_argument(
+            flag(name, field), dest=name, type=field.metadata.get("parse", kind), default=field.default,
+            required=field.metadata.get("required", False), metavar=field.metadata.get("metavar", kind.__name__.upper()),
+            help=help_text if shown else f"{help_text} (default: {field.default})",
+        )
+
+
+def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
+    """The FinetuneConfig of the options `add_config_options` added (the others keep their defaults)."""
+    return FinetuneConfig.from_flat({name: getattr(args, name) for name, _, _ in flat_fields() if hasattr(args, name)})
 
 
 def add_language_option(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +86,7 @@ def build_parser() -> Parser:
     clones.set_defaults(task="clone-detection")
 
     finetune = commands.add_parser("finetune", help="fine-tune a model on a task (Telly-K with --freeze K)")
-    add_config_options(finetune, FinetuneConfig)
+    add_config_options(finetune)
     finetune.set_defaults(handler=run_finetune)
 
     probe = commands.add_parser("probe", help="which code properties each layer encodes (lexical, syntactic, structural, semantic)")
@@ -104,11 +111,11 @@ def build_parser() -> Parser:
     compare.set_defaults(run_command=run_compare)
 
     recommend = commands.add_parser("recommend", help="propose K from a brief fine-tuning (what --freeze auto uses)")
-    add_config_options(recommend, FinetuneConfig)
+    add_config_options(recommend, exclude=UNUSED_BY_RECOMMEND)
     recommend.set_defaults(handler=run_recommend)
 
     sweep = commands.add_parser("sweep", help="full fine-tuning, Telly-K for several K and LoRA, then the report")
-    add_config_options(sweep, FinetuneConfig, exclude=SET_BY_SWEEP)
+    add_config_options(sweep, exclude=SET_BY_SWEEP)
     sweep.add_argument("--ks", default="all", help="the K values: 'all' (0..L-1) or e.g. 0,3,5 (default: all)")
     sweep.add_argument("--lora", action="store_true", help="also run the LoRA baseline (--lora-rank, --lora-alpha, --lora-targets)")
     sweep.add_argument("--executor", default="local", choices=EXECUTORS,
@@ -244,7 +251,7 @@ def run_recommend(args: argparse.Namespace) -> None:
     from telly.runtime import resolve_runtime, start_processes
     from telly.study.recommend import recommend_k, recommendation_markdown
 
-    config = FinetuneConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(FinetuneConfig)})
+    config = config_from_args(args)
     runtime = resolve_runtime(config.device, config.mixed_precision, start_processes(config.device))
     out = Path(config.out)
     check_output_folder(out)
@@ -271,8 +278,7 @@ def run_data_build(args: argparse.Namespace) -> None:
 def run_finetune(args: argparse.Namespace) -> None:
     from telly.pipeline import finetune
 
-    options = {field.name: getattr(args, field.name) for field in dataclasses.fields(FinetuneConfig)}
-    metrics = finetune(FinetuneConfig(**options))
+    metrics = finetune(config_from_args(args))
     if metrics is not None:  # None in the other processes of an `accelerate launch` run
         print(f"wrote {args.out}/metrics.json; test {metrics.selection_metric} {metrics.selection_score:.4f}")
 
@@ -284,8 +290,7 @@ def run_sweep(args: argparse.Namespace) -> None:
     from telly.sweep import run_sweep as run_variants
     from telly.sweep import sweep_variants
 
-    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig) if f.name not in SET_BY_SWEEP}
-    base = FinetuneConfig(**fields)
+    base = config_from_args(args)
     out = Path(base.out)
     check_output_folder(out)
     num_layers = find_backbone(load_pretrained(base.model, trust_remote_code=base.trust_remote_code,

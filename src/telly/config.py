@@ -1,25 +1,29 @@
-"""The settings of one fine-tuning run: one dataclass, validated where it is made.
+"""The settings of one fine-tuning run: one frozen dataclass, validated where it is made.
 
-The CLI builds its `telly finetune` options from these fields (name, type, default and `help`), so
-the options and the Python API cannot drift apart.
+The options of one method or feature are grouped in a dataclass of their own, as PEFT groups a
+method's options in its config: `LoraOptions`, `AutoFreezeOptions`, `CacheOptions`,
+`TimeBudgetOptions`. The CLI builds its options from these fields (name, type, default, `help`),
+so the options and the Python API cannot drift apart: a group's field `rank` of `lora` becomes
+`--lora-rank` (a field may name its own flag), and `flat_fields` lists them all.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from argparse import ArgumentTypeError
 from dataclasses import dataclass, field
 
 from telly.errors import UserError
 
-
+FULL_FINETUNING = -1  # --freeze -1: nothing frozen
+AUTO = "auto"  # --freeze auto: K chosen by a brief run (telly.study.recommend)
 METHODS = ("telly", "lora")
 PRECISIONS = ("no", "bf16", "fp16")
-AUTO = "auto"
 SIMILARITY_MEASURES = ("rsa", "cka")
 
 
 def parse_freeze(value: str) -> int | str:
-    """`--freeze`: an integer K, or "auto" (chosen by `telly.study.recommend`)."""
+    """`--freeze`: an integer K, or "auto"."""
     if value == AUTO:
         return AUTO
     try:
@@ -29,24 +33,96 @@ def parse_freeze(value: str) -> int | str:
 
 
 def option(default, help: str, **extra):
+    """A setting: its default, its help text, and optionally `flag` (its own option name), `parse`
+    (how the CLI reads it) or `required`."""
     return field(default=default, metadata={"help": help, **extra})
 
 
-@dataclass
+def group(options_class):
+    return field(default_factory=options_class, metadata={"group": True})
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    """`--method lora`: PEFT's low-rank adapters; every pre-trained weight frozen."""
+
+    rank: int = option(8, "LoRA rank (--method lora)")
+    alpha: int = option(16, "LoRA alpha (--method lora)")
+    targets: str = option("", "comma-separated module names LoRA adapts (default: the family's attention projections)")
+
+    def __post_init__(self) -> None:
+        _require_positive("lora_rank", self.rank)
+        _require_positive("lora_alpha", self.alpha)
+
+    @property
+    def target_modules(self) -> tuple[str, ...]:
+        return tuple(name for name in self.targets.split(",") if name)
+
+
+@dataclass(frozen=True)
+class AutoFreezeOptions:
+    """`--freeze auto`: fine-tune briefly, then freeze the layers that stayed similar."""
+
+    examples: int = option(256, "--freeze auto: training examples of the brief full fine-tuning")
+    inputs: int = option(500, "--freeze auto: validation inputs whose representations are compared")
+    threshold: float = option(0.9, "--freeze auto: freeze the layers whose similarity stays at least this")
+    measure: str = option("rsa", "--freeze auto: similarity measure, rsa or cka")
+
+    def __post_init__(self) -> None:
+        _require_positive("auto_freeze_examples", self.examples)
+        if self.inputs < 3:
+            raise UserError(f"--auto-freeze-inputs must be at least 3, got {self.inputs}")
+        if not -1 <= self.threshold <= 1:
+            raise UserError(f"--auto-freeze-threshold must be in [-1, 1], got {self.threshold}")
+        if self.measure not in SIMILARITY_MEASURES:
+            raise UserError(f"--auto-freeze-measure must be one of {', '.join(SIMILARITY_MEASURES)}, got {self.measure!r}")
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """The frozen-prefix activation cache of Telly-K (K >= 0)."""
+
+    enabled: bool = option(True, "run the frozen layers every step instead of caching their output once",
+                           flag="--no-cache")
+    memory_mb: int = option(2048, "MB of activation-cache states kept in host memory; the rest spill to "
+                                  "OUT/activation-cache/")
+    device_mb: int = option(2048, "MB of activation-cache states kept on a GPU before host memory (ignored on the CPU)")
+
+    def __post_init__(self) -> None:
+        _require_positive("cache_memory_mb", self.memory_mb)
+        if self.device_mb < 0:
+            raise UserError(f"--cache-device-mb must be >= 0, got {self.device_mb}")
+
+
+@dataclass(frozen=True)
+class TimeBudgetOptions:
+    """`--time-budget S`: train for S seconds of training time instead of a number of epochs."""
+
+    seconds: float | None = option(None, "train for this many seconds (training time; evaluation not counted) "
+                                         "instead of --epochs", flag="--time-budget")
+    marks: int = option(4, "--time-budget: validate at this many equal fractions of the budget", flag="--time-marks")
+
+    def __post_init__(self) -> None:
+        if self.seconds is not None:
+            _require_positive("time_budget", self.seconds)
+        _require_positive("time_marks", self.marks)
+
+    @property
+    def enabled(self) -> bool:
+        return self.seconds is not None
+
+
+@dataclass(frozen=True)
 class FinetuneConfig:
     task: str = option(None, "task name, e.g. code-search", required=True)
     data: str = option(None, "dataset folder (train/valid/test files in the task's format)", required=True)
     out: str = option(None, "run folder to write (config.json, metrics.json, log.txt, best/)", required=True)
     model: str = option("default", "hub id, local model folder, or 'default' (packaged all-MiniLM-L6-v2)")
     freeze: int | str = option(
-        -1, "Telly-K: freeze embeddings + bottom K blocks; -1 = full fine-tuning; auto = choose K (see --auto-freeze-*)",
-        parse=parse_freeze,
+        FULL_FINETUNING, "Telly-K: freeze embeddings + bottom K blocks; -1 = full fine-tuning; auto = choose K "
+        "(see --auto-freeze-*)", parse=parse_freeze, metavar="K|auto",
     )
     epochs: int = option(1, "training epochs")
-    time_budget: float | None = option(
-        None, "train for this many seconds (training time; evaluation not counted) instead of --epochs"
-    )
-    time_marks: int = option(4, "--time-budget: validate at this many equal fractions of the budget")
     batch_size: int = option(32, "training batch size")
     eval_batch_size: int = option(64, "evaluation batch size")
     lr: float = option(2e-5, "AdamW learning rate (linear decay to 0)")
@@ -58,40 +134,35 @@ class FinetuneConfig:
     beam_size: int = option(4, "beam size for summarization and generation (completion is greedy)")
     decoder_layers: int = option(6, "layers of the new Transformer decoder put on an encoder-only model")
     method: str = option("telly", "telly (freeze embeddings + bottom K blocks) or lora (PEFT adapters)")
-    lora_rank: int = option(8, "LoRA rank (--method lora)")
-    lora_alpha: int = option(16, "LoRA alpha (--method lora)")
-    lora_targets: str = option("", "comma-separated module names LoRA adapts (default: the attention projections)")
     freeze_decoder: bool = option(False, "also freeze the pre-trained decoder blocks (T5/CodeT5)")
-    no_cache: bool = option(False, "run the frozen layers every step instead of caching their output once")
-    cache_memory_mb: int = option(2048, "MB of activation-cache states kept in host memory; the rest spill to OUT/activation-cache/")
-    cache_device_mb: int = option(2048, "MB of activation-cache states kept on a GPU before host memory (ignored on the CPU)")
     max_train_examples: int | None = option(None, "use only the first N training examples (after shuffling by seed)")
     max_eval_examples: int | None = option(None, "use only the first N valid/test examples")
-    auto_freeze_examples: int = option(256, "--freeze auto: training examples of the brief full fine-tuning")
-    auto_freeze_inputs: int = option(500, "--freeze auto: validation inputs whose representations are compared")
-    auto_freeze_threshold: float = option(0.9, "--freeze auto: freeze the layers whose similarity stays at least this")
-    auto_freeze_measure: str = option("rsa", "--freeze auto: similarity measure, rsa or cka")
     seed: int = option(42, "random seed (same seed, same metrics)")
-    device: str = option("auto", "auto (the GPU or other accelerator Accelerate would pick, else the CPU), cpu, cuda, cuda:N or mps")
+    device: str = option("auto", "auto (the GPU or other accelerator Accelerate would pick, else the CPU), cpu, cuda, "
+                                 "cuda:N or mps")
     mixed_precision: str = option("no", "no, bf16 (autocast) or fp16 (autocast with loss scaling; GPU only)")
     trust_remote_code: bool = option(False, "allow the model folder's own Python code to run")
     overwrite: bool = option(False, "write into a run folder that already has results")
     resume: bool = option(False, "continue the interrupted run in --out from its last complete checkpoint")
-    checkpoint_every: int = option(0, "also save a resumable checkpoint every N training steps (0: at the end of each epoch only)")
+    checkpoint_every: int = option(0, "also save a resumable checkpoint every N training steps (0: at the end of each "
+                                      "epoch only)")
+    lora: LoraOptions = group(LoraOptions)
+    auto_freeze: AutoFreezeOptions = group(AutoFreezeOptions)
+    cache: CacheOptions = group(CacheOptions)
+    time_budget: TimeBudgetOptions = group(TimeBudgetOptions)
 
     def __post_init__(self) -> None:
         for name in ("task", "data", "out"):
             if not getattr(self, name):
                 raise UserError(f"--{name.replace('_', '-')} is required")
         for name in ("epochs", "batch_size", "eval_batch_size", "max_code_len", "max_nl_len", "max_target_len",
-                     "beam_size", "decoder_layers", "cache_memory_mb"):
+                     "beam_size", "decoder_layers"):
             _require_positive(name, getattr(self, name))
-        _require_positive("time_marks", self.time_marks)
-        for name in ("max_train_examples", "max_eval_examples", "time_budget"):
+        for name in ("max_train_examples", "max_eval_examples"):
             if getattr(self, name) is not None:
                 _require_positive(name, getattr(self, name))
-        if self.cache_device_mb < 0:
-            raise UserError(f"--cache-device-mb must be >= 0, got {self.cache_device_mb}")
+        if not (self.freeze == AUTO or isinstance(self.freeze, int) and not isinstance(self.freeze, bool)):
+            raise UserError(f"--freeze: expected an integer K or 'auto', got {self.freeze!r}")
         if self.mixed_precision not in PRECISIONS:
             raise UserError(f"--mixed-precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}")
         if self.method not in METHODS:
@@ -100,22 +171,8 @@ class FinetuneConfig:
             raise UserError("--resume continues a run and --overwrite replaces it; choose one")
         if self.checkpoint_every < 0:
             raise UserError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
-        if isinstance(self.freeze, str) and self.freeze != AUTO:
-            try:
-                self.freeze = parse_freeze(self.freeze)
-            except ArgumentTypeError as error:
-                raise UserError(f"--freeze: {error}") from None
-        _require_positive("auto_freeze_examples", self.auto_freeze_examples)
-        if self.auto_freeze_inputs < 3:
-            raise UserError(f"--auto-freeze-inputs must be at least 3, got {self.auto_freeze_inputs}")
-        if not -1 <= self.auto_freeze_threshold <= 1:
-            raise UserError(f"--auto-freeze-threshold must be in [-1, 1], got {self.auto_freeze_threshold}")
-        if self.auto_freeze_measure not in SIMILARITY_MEASURES:
-            raise UserError(f"--auto-freeze-measure must be one of {', '.join(SIMILARITY_MEASURES)}, got {self.auto_freeze_measure!r}")
-        if self.method == "lora" and (self.freeze != -1 or self.freeze_decoder):
+        if self.method == "lora" and (self.freeze != FULL_FINETUNING or self.freeze_decoder):
             raise UserError("--freeze and --freeze-decoder belong to --method telly; LoRA freezes all pre-trained weights")
-        _require_positive("lora_rank", self.lora_rank)
-        _require_positive("lora_alpha", self.lora_alpha)
         if not self.lr > 0:
             raise UserError(f"--lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
@@ -123,7 +180,57 @@ class FinetuneConfig:
         if not 0 <= self.warmup_fraction < 1:
             raise UserError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}")
 
+    def to_flat(self) -> dict:
+        """Every setting by its flat name (`lora_rank`, `cache_memory_mb`, ...), as `flat_fields` names them."""
+        return {name: getattr(getattr(self, group) if group else self, option.name)
+                for name, group, option in flat_fields()}
 
-def _require_positive(name: str, value: int) -> None:
+    @classmethod
+    def from_flat(cls, values: dict) -> "FinetuneConfig":
+        """The config of flat settings (argparse's, or an older run's config.json); absent ones default."""
+        values = {LEGACY_NAMES.get(name, name): value for name, value in values.items()}
+        top, groups = {}, {}
+        for name, group, option in flat_fields():
+            if name in values:
+                (groups.setdefault(group, {}) if group else top)[option.name] = values[name]
+        if "cache_enabled" not in values and "no_cache" in values:  # config.json before the groups
+            groups.setdefault("cache", {})["enabled"] = not values["no_cache"]
+        groups = {name: GROUPS[name](**options) for name, options in groups.items()}
+        return cls(**top, **groups)
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "FinetuneConfig":
+        """The config as config.json holds it (groups nested; an older, flat file too). Unknown keys are ignored."""
+        flat = {}
+        for name, value in saved.items():
+            if isinstance(value, dict) and name in GROUPS:
+                flat |= {f"{name}_{key}": item for key, item in value.items()}
+            else:
+                flat[name] = value
+        return cls.from_flat(flat)
+
+
+GROUPS = {f.name: f.default_factory for f in dataclasses.fields(FinetuneConfig) if f.metadata.get("group")}
+# config.json of runs made before the groups: flat names whose flat name is now another.
+LEGACY_NAMES = {"time_budget": "time_budget_seconds", "time_marks": "time_budget_marks"}
+
+
+def flat_fields(config_class=FinetuneConfig) -> list[tuple[str, str | None, dataclasses.Field]]:
+    """`(flat name, group or None, field)` of every setting: a group's field `rank` of `lora` is `lora_rank`."""
+    flat = []
+    for outer in dataclasses.fields(config_class):
+        if outer.metadata.get("group"):
+            flat += [(f"{outer.name}_{inner.name}", outer.name, inner) for inner in dataclasses.fields(outer.default_factory)]
+        else:
+            flat.append((outer.name, None, outer))
+    return flat
+
+
+def flag(name: str, option: dataclasses.Field) -> str:
+    """The command-line flag of a setting: its own (`--no-cache`), or its flat name with dashes."""
+    return option.metadata.get("flag") or "--" + name.replace("_", "-")
+
+
+def _require_positive(name: str, value: float) -> None:
     if value <= 0:
         raise UserError(f"--{name.replace('_', '-')} must be > 0, got {value}")

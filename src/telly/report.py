@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from telly.config import FULL_FINETUNING
 from telly.errors import UserError
 from telly.files import atomic_write_text, write_json
 from telly.run_folder import METRICS_FILE, RunMetrics, is_finished, read_metrics
@@ -130,7 +131,7 @@ def variant(metrics: RunMetrics) -> str:
     """"full", "K=3" or "LoRA" — what was trained."""
     if metrics.method == "lora":
         return "LoRA"
-    return "full" if metrics.freeze == -1 else f"K={metrics.freeze}"
+    return "full" if metrics.freeze == FULL_FINETUNING else f"K={metrics.freeze}"
 
 
 def write_report(runs: list[Run], out: Path, title: str) -> str:

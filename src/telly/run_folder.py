@@ -109,9 +109,7 @@ def read_config(folder: Path) -> FinetuneConfig:
         if not (folder / needed).is_file():
             raise UserError(f"{folder} is not a finished run (no {needed})")
     try:
-        saved = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        known = {field.name for field in dataclasses.fields(FinetuneConfig)}
-        config = FinetuneConfig(**{name: value for name, value in saved.items() if name in known})
+        config = FinetuneConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")))
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as error:
         raise UserError(f"{folder / CONFIG_FILE} is not a run configuration: {error}") from None
     if config.freeze == AUTO:
@@ -127,14 +125,14 @@ def check_same_settings(folder: Path, config: FinetuneConfig) -> None:
     """A resumed run must be the same computation as the interrupted one."""
     path = Path(folder) / CONFIG_FILE
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+        # Settings added since the run started read as their defaults.
+        saved = FinetuneConfig.from_dict(json.loads(path.read_text(encoding="utf-8"))).to_flat()
+    except (OSError, ValueError, TypeError) as error:
         raise UserError(f"cannot read {path} to resume: {error}") from None
-    defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}  # for settings added since
     changed = [
-        f"{name}: {saved.get(name, defaults[name])!r} -> {value!r}"
-        for name, value in dataclasses.asdict(config).items()
-        if name not in RESUME_MAY_CHANGE and saved.get(name, defaults[name]) != value
+        f"{name}: {saved[name]!r} -> {value!r}"
+        for name, value in config.to_flat().items()
+        if name not in RESUME_MAY_CHANGE and saved[name] != value
     ]
     if changed:
         raise UserError(f"{folder} was started with other settings ({'; '.join(changed)}); "

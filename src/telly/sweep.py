@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from telly.config import FinetuneConfig
+from telly.config import FULL_FINETUNING, FinetuneConfig
 from telly.errors import UserError
 from telly.run_folder import is_finished, run_log
 
@@ -45,8 +45,8 @@ def sweep_variants(num_layers: int, ks: str, lora: bool) -> list[Variant]:
     for k in chosen:
         if not 0 <= k <= num_layers - 1:
             raise UserError(f"--ks: K={k} is out of range for a model with {num_layers} layers (0..{num_layers - 1})")
-    variants = [Variant("full", "telly", -1)] + [Variant(f"k{k}", "telly", k) for k in chosen]
-    return variants + ([Variant("lora", "lora", -1)] if lora else [])
+    variants = [Variant("full", "telly", FULL_FINETUNING)] + [Variant(f"k{k}", "telly", k) for k in chosen]
+    return variants + ([Variant("lora", "lora", FULL_FINETUNING)] if lora else [])
 
 
 def variant_config(base: FinetuneConfig, out: Path, variant: Variant) -> FinetuneConfig:

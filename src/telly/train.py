@@ -31,7 +31,7 @@ from transformers import get_linear_schedule_with_warmup
 from telly.checkpoints import (
     TrainingState, load_latest_checkpoint, remove_checkpoints, restore_rng, rng_snapshot, save_checkpoint,
 )
-from telly.config import FinetuneConfig
+from telly.config import FULL_FINETUNING, FinetuneConfig
 from telly.files import write_json
 from telly.models.cache import FrozenPrefixCache, cache_supported
 from telly.models.freeze import ParamReport, freeze, param_report
@@ -101,7 +101,7 @@ def set_up(config: FinetuneConfig, out: Path, processes, runtime: Runtime) -> Tr
     model, _ = build_task_model(task, config)
     num_layers = find_backbone(model).num_layers
     params = param_report(model, model.components())
-    variant = f"LoRA r={config.lora_rank}" if config.method == "lora" else f"K={config.freeze}"
+    variant = f"LoRA r={config.lora.rank}" if config.method == "lora" else f"K={config.freeze}"
     log.info("model: %s, %d layers, %s; %s", config.model, num_layers, variant, params)
     log.info("device: %s (%s), mixed precision: %s", runtime.device, runtime.device_name, runtime.precision)
 
@@ -123,8 +123,7 @@ def build_task_model(task: Task, config: FinetuneConfig):
     pretrained = task.load_pretrained()
     model = task.build_model(pretrained)
     if config.method == "lora":
-        targets = tuple(name for name in config.lora_targets.split(",") if name)
-        apply_lora(model, pretrained, config.lora_rank, config.lora_alpha, targets)
+        apply_lora(model, pretrained, config.lora.rank, config.lora.alpha, config.lora.target_modules)
     else:
         freeze(model, config.freeze, freeze_decoder=config.freeze_decoder)
     task.runtime.place(model)
@@ -285,7 +284,7 @@ def test_and_write(run: Training, state: TrainingState, freeze_auto: dict | None
         zero_shot_test=state.zero_shot, freeze_auto=freeze_auto, num_layers=run.num_layers,
         best_epoch=state.best_epoch,
         seconds_per_epoch=float(np.mean(state.epoch_durations)) if state.epoch_durations else None,
-        epoch_seconds=state.epoch_durations, time_budget=config.time_budget, train_seconds=state.train_seconds,
+        epoch_seconds=state.epoch_durations, time_budget=config.time_budget.seconds, train_seconds=state.train_seconds,
         steps=state.global_step, epochs_trained=state.global_step / run.steps_per_epoch,
         processes=run.processes.num_processes,
         examples={"train": len(run.train), "valid": len(run.valid), "test": len(run.test)},
@@ -378,8 +377,8 @@ class TimeBudget(StopPolicy):
 
 
 def stop_policy(config: FinetuneConfig, steps_per_epoch: int) -> StopPolicy:
-    if config.time_budget is not None:
-        return TimeBudget(config.time_budget, config.time_marks)
+    if config.time_budget.enabled:
+        return TimeBudget(config.time_budget.seconds, config.time_budget.marks)
     return Epochs(config.epochs, steps_per_epoch)
 
 
@@ -435,7 +434,7 @@ def prefix_cache(task: Task, model: TaskModel, config: FinetuneConfig, processes
     Each process of a multi-process run caches every training sequence (its share of the batches
     changes every epoch) and spills into its own folder.
     """
-    if config.freeze < 0 or config.no_cache:
+    if config.freeze == FULL_FINETUNING or not config.cache.enabled:
         return None
     if not (task.caches_prefix and cache_supported(model)):
         log.info("activation cache: not available for this task and model; frozen layers run every step")
@@ -444,7 +443,7 @@ def prefix_cache(task: Task, model: TaskModel, config: FinetuneConfig, processes
     if processes.num_processes > 1:
         spill_folder /= f"process-{processes.process_index}"
     return FrozenPrefixCache(model, config.freeze, task.tokenizer.pad_token_id, spill_folder=spill_folder,
-                             memory_limit=config.cache_memory_mb * 2**20, device_limit=config.cache_device_mb * 2**20)
+                             memory_limit=config.cache.memory_mb * 2**20, device_limit=config.cache.device_mb * 2**20)
 
 
 @torch.no_grad()

@@ -6,10 +6,9 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from telly.config import FULL_FINETUNING
 from telly.errors import UserError
 from telly.models.layers import find_backbone
-
-FULL_FINETUNING = -1
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ def freeze(model: nn.Module, k: int, *, freeze_decoder: bool = False) -> ParamRe
         )
     for parameter in model.parameters():
         parameter.requires_grad_(True)
-    frozen = [*backbone.embeddings, *backbone.blocks[:k]] if k >= 0 else []
+    frozen = [*backbone.embeddings, *backbone.blocks[:k]] if k != FULL_FINETUNING else []
     if freeze_decoder:
         frozen.append(backbone.decoder)
     for module in frozen:

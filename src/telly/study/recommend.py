@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from telly.config import FinetuneConfig
+from telly.config import FULL_FINETUNING, FinetuneConfig, TimeBudgetOptions
 from telly.models.load import resolve_model_name
 from telly.run_folder import opened_run
 from telly.runtime import Runtime, start_processes
@@ -38,7 +38,7 @@ class Recommendation:
     @property
     def reason(self) -> str:
         layers = len(self.similarities) - 1
-        if self.k == -1:
+        if self.k == FULL_FINETUNING:
             return f"the embedding output's {self.measure.upper()} {self.similarities[0]:.4f} is below {self.threshold}"
         if self.k == layers - 1:
             return f"layers 0..{self.k} all reach {self.threshold} (the top block always trains)"
@@ -57,7 +57,7 @@ class Recommendation:
 
 def choose_k(similarities: list[float], threshold: float) -> int:
     """The largest K in -1..L-1 whose layers 0..K all have similarity >= threshold."""
-    k = -1
+    k = FULL_FINETUNING
     for layer, similarity in enumerate(similarities[:-1]):  # layer L (the top block's output) always trains
         if similarity < threshold:
             break
@@ -72,10 +72,10 @@ def recommend_k(config: FinetuneConfig, out: Path, runtime: Runtime) -> Recommen
     brief = dataclasses.replace(
         config,
         out=str(brief_run),
-        freeze=-1,
+        freeze=FULL_FINETUNING,
         epochs=1,
-        time_budget=None,
-        max_train_examples=config.auto_freeze_examples,
+        time_budget=TimeBudgetOptions(),
+        max_train_examples=config.auto_freeze.examples,
         max_eval_examples=min(config.max_eval_examples or BRIEF_EVAL_EXAMPLES, BRIEF_EVAL_EXAMPLES),
         resume=False,
         overwrite=True,
@@ -83,13 +83,14 @@ def recommend_k(config: FinetuneConfig, out: Path, runtime: Runtime) -> Recommen
     processes = start_processes(brief.device)
     with opened_run(brief_run, brief, processes, resolve_model_name(brief.model)):
         metrics = train(brief, brief_run, processes, runtime)
-    report = compare_run(brief_run, inputs=config.auto_freeze_inputs, split="valid", data=Path(config.data),
+    report = compare_run(brief_run, inputs=config.auto_freeze.inputs, split="valid", data=Path(config.data),
                          runtime=runtime)
-    similarities = [row[config.auto_freeze_measure] for row in report["layers"]]
+    options = config.auto_freeze
+    similarities = [row[options.measure] for row in report["layers"]]
     return Recommendation(
-        k=choose_k(similarities, config.auto_freeze_threshold),
-        measure=config.auto_freeze_measure,
-        threshold=config.auto_freeze_threshold,
+        k=choose_k(similarities, options.threshold),
+        measure=options.measure,
+        threshold=options.threshold,
         similarities=similarities,
         train_examples=metrics.examples["train"],
         inputs=report["inputs"],

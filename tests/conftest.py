@@ -124,11 +124,42 @@ def ruby_sources(tmp_path_factory):
     return folder
 
 
-def start_and_kill(argv, out: Path, after_checkpoint: str, how=signal.SIGKILL) -> int:
-    """Run telly in a subprocess and send it `how` as soon as the named checkpoint exists."""
-    process = subprocess.Popen([sys.executable, "-m", "telly.cli", *argv], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.monotonic() + 300
+SECONDS_PER_STEP = 0.25  # a power of two: step counts give exact seconds
+
+
+def use_step_clock(patch=setattr) -> None:
+    """Count training time in steps, SECONDS_PER_STEP each, instead of reading the machine's clock:
+    a time budget then means a number of steps, however fast or busy the machine is.
+
+    `patch` is `monkeypatch.setattr` in a test, or plain `setattr` in a subprocess of one.
+    """
+    import telly.train as train
+
+    steps = [0]
+    train_step = train.train_step
+
+    def counted_step(run, indices):
+        steps[0] += 1
+        return train_step(run, indices)
+
+    patch(train, "train_step", counted_step)
+    patch(train.TrainingClock, "source", staticmethod(lambda: steps[0] * SECONDS_PER_STEP))
+
+
+@pytest.fixture
+def step_clock(monkeypatch):
+    use_step_clock(monkeypatch.setattr)
+
+
+def start_and_kill(argv, out: Path, after_checkpoint: str, how=signal.SIGKILL, step_clock: bool = False) -> int:
+    """Run telly in a subprocess and send it `how` as soon as the named checkpoint exists; with
+    `step_clock`, its training time is counted in steps (`use_step_clock`)."""
+    prelude = "import conftest; conftest.use_step_clock(); " if step_clock else ""
+    command = [sys.executable, "-c", f"{prelude}import sys; from telly.cli import main; sys.exit(main(sys.argv[1:]))"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent),
+                                                                                 os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([*command, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 1800  # a guard against a hang, far beyond any machine's speed
     while not (out / CHECKPOINTS / after_checkpoint).exists():
         assert process.poll() is None, "the run ended before it could be interrupted"
         assert time.monotonic() < deadline

@@ -8,7 +8,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertModel
 
+from telly import train as train_module
 from telly.cli import main
+from telly.models.layers import find_backbone
 
 K = 1
 
@@ -95,9 +97,24 @@ def test_test_and_zero_shot_mrr_match_an_independent_computation(run, tiny_bert_
     assert metrics["test"]["mrr"] != metrics["zero_shot_test"]["mrr"]
 
 
-def test_no_cache_runs_the_frozen_layers_every_step(tiny_bert_dir, email_corpus, tmp_path):
-    metrics = run_finetune(tiny_bert_dir, email_corpus, tmp_path / "plain", extra=["--no-cache"])
-    assert metrics["activation_cache"] is False
+@pytest.mark.parametrize("cached", [True, False])
+def test_the_frozen_layers_run_every_step_only_without_the_cache(cached, tiny_bert_dir, email_corpus, tmp_path,
+                                                                 monkeypatch):
+    """Forward calls of the first frozen block while training (not filling the cache, not evaluating):
+    none with the cache, two per step without it (queries, then code)."""
+    calls = []
+    build = train_module.build_task_model
+
+    def build_and_count(task, config):
+        model, pretrained = build(task, config)
+        block = find_backbone(model).blocks[0]
+        block.register_forward_hook(lambda module, args, output: calls.append(1) if module.training else None)
+        return model, pretrained
+
+    monkeypatch.setattr(train_module, "build_task_model", build_and_count)
+    metrics = run_finetune(tiny_bert_dir, email_corpus, tmp_path / "run", extra=[] if cached else ["--no-cache"])
+    assert metrics["activation_cache"] is cached
+    assert len(calls) == (0 if cached else 2 * metrics["steps"])
 
 
 def test_same_seed_gives_the_same_metrics_and_explicit_cpu_is_what_auto_chose(run, tiny_bert_dir, email_corpus, tmp_path):

@@ -1,37 +1,34 @@
 """--time-budget: train for a fixed training time, validate at equal fractions of it."""
 
 import json
-import math
 
 import pytest
 import torch
-from conftest import start_and_kill
+from conftest import SECONDS_PER_STEP, start_and_kill
 
 from telly.cli import main
 from telly.config import FinetuneConfig, TimeBudgetOptions
 from telly.train import TimeBudget, TrainingClock
 
 
-def test_a_run_trains_for_its_budget_and_validates_at_each_mark(tiny_bert_dir, email_corpus, tmp_path):
+def budget_argv(model_dir, data_dir, out, budget, marks, *extra):
+    return ["finetune", "--task", "code-search", "--model", str(model_dir), "--data", str(data_dir), "--out", str(out),
+            "--freeze", "1", "--batch-size", "8", "--max-code-len", "32", "--max-nl-len", "16", "--max-train-examples",
+            "40", "--max-eval-examples", "20", "--time-budget", str(budget), "--time-marks", str(marks), *extra]
+
+
+def test_a_run_trains_for_its_budget_and_validates_at_each_mark(tiny_bert_dir, email_corpus, tmp_path, step_clock):
+    """Training time counted in steps of 0.25 s: a 3 s budget in 3 marks validates after steps 4, 8 and 12."""
     out = tmp_path / "budget"
-    budget, marks = 3.0, 3
-    assert main([
-        "finetune", "--task", "code-search", "--model", str(tiny_bert_dir), "--data", str(email_corpus),
-        "--out", str(out), "--freeze", "1", "--batch-size", "8", "--max-code-len", "32", "--max-nl-len", "16",
-        "--max-eval-examples", "20", "--time-budget", str(budget), "--time-marks", str(marks),
-    ]) == 0
+    assert main(budget_argv(tiny_bert_dir, email_corpus, out, 3.0, 3)) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     history = metrics["history"]
-    assert len(history) == marks
-    for number, entry in enumerate(history, start=1):
-        assert entry["train_seconds"] >= budget * number / marks  # validated once the mark is reached
-    steps = [entry["step"] for entry in history]
-    assert steps == sorted(set(steps)) and steps[-1] == metrics["steps"]
-    steps_per_epoch = math.ceil(metrics["examples"]["train"] / 8)
-    assert metrics["epochs_trained"] == pytest.approx(metrics["steps"] / steps_per_epoch)
-    assert len(metrics["epoch_seconds"]) == int(metrics["epochs_trained"])  # finished epochs only
-    assert metrics["train_seconds"] == history[-1]["train_seconds"]
-    assert metrics["best_epoch"] in {entry["epoch"] for entry in history}
+    assert [entry["step"] for entry in history] == [4, 8, 12]
+    assert [entry["train_seconds"] for entry in history] == [1.0, 2.0, 3.0]
+    assert [entry["epoch"] for entry in history] == [1, 2, 3]  # 40 examples: 5 steps an epoch
+    assert (metrics["steps"], metrics["train_seconds"], metrics["epochs_trained"]) == (12, 3.0, 2.4)
+    assert metrics["epoch_seconds"] == [1.25, 1.25]  # finished epochs only
+    assert metrics["best_epoch"] in {1, 2, 3}
 
 
 @pytest.mark.parametrize("seconds, factor", [(0.0, 0.0), (5.0, 0.5), (10.0, 1.0), (55.0, 0.5), (100.0, 0.0), (150.0, 0.0)])
@@ -48,24 +45,27 @@ def test_the_learning_rate_warms_up_and_decays_over_the_budget(seconds, factor):
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * factor)
 
 
-def test_the_clock_counts_only_while_running():
+def test_the_clock_counts_only_while_running(monkeypatch):
+    readings = iter([10.0, 12.5, 100.0, 101.0])
+    monkeypatch.setattr(TrainingClock, "source", staticmethod(lambda: next(readings)))
     clock = TrainingClock()
     clock.seconds_before = 5.0
-    assert clock.seconds == 5.0
-    clock.start()
-    lap = clock.stop()
-    assert lap >= 0 and clock.seconds == pytest.approx(5.0 + lap)
+    assert clock.seconds == 5.0  # stopped: the source is not even read
+    clock.start()  # 10.0
+    assert clock.stop() == 2.5  # 12.5
+    assert clock.seconds == 7.5
+    clock.start()  # 100.0
+    assert clock.seconds == 8.5  # 101.0: the running lap counts
 
 
-def test_an_interrupted_budget_run_resumes_with_the_time_it_had_spent(tiny_bert_dir, email_corpus, tmp_path):
+def test_an_interrupted_budget_run_resumes_with_the_time_it_had_spent(tiny_bert_dir, email_corpus, tmp_path, step_clock):
+    """Killed after step 10 of a 6 s budget (24 steps of 0.25 s), the resumed run goes on with the time it had spent."""
     out = tmp_path / "killed"
-    argv = ["finetune", "--task", "code-search", "--model", str(tiny_bert_dir), "--data", str(email_corpus),
-            "--out", str(out), "--freeze", "1", "--batch-size", "8", "--max-code-len", "32", "--max-nl-len", "16",
-            "--max-eval-examples", "20", "--time-budget", "3", "--time-marks", "2", "--checkpoint-every", "5"]
-    start_and_kill(argv, out, "step-00000010")
-    saved = json.loads(next((out / "checkpoints").glob("step-*/state.json")).read_text())["state"]
-    assert saved["train_seconds"] > 0
+    argv = budget_argv(tiny_bert_dir, email_corpus, out, 6.0, 2, "--checkpoint-every", "5")
+    start_and_kill(argv, out, "step-00000010", step_clock=True)
+    saved = [json.loads(path.read_text())["state"] for path in sorted((out / "checkpoints").glob("step-*/state.json"))]
+    assert saved and all(state["train_seconds"] == state["global_step"] * SECONDS_PER_STEP for state in saved)
     assert main([*argv, "--resume"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert [entry["train_seconds"] >= 1.5 * number for number, entry in enumerate(metrics["history"], start=1)] == [True, True]
-    assert metrics["steps"] > 10  # went on from the checkpoint, not from the start
+    assert [(entry["step"], entry["train_seconds"]) for entry in metrics["history"]] == [(12, 3.0), (24, 6.0)]
+    assert f"resuming from step-{saved[-1]['global_step']:08d}" in (out / "log.txt").read_text()

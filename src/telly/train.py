@@ -385,18 +385,20 @@ def stop_policy(config: FinetuneConfig, steps_per_epoch: int) -> StopPolicy:
 class TrainingClock:
     """Seconds spent training (cache filling included; evaluation and end-of-epoch checkpoints not).
 
-    `now` is the time source (injectable, so tests need not race the machine's speed).
+    `source` is where the time comes from: tests replace it with a clock that does not depend on
+    the machine's speed.
     """
 
-    def __init__(self, now=time.perf_counter) -> None:
-        self.now = now
+    source = staticmethod(time.perf_counter)
+
+    def __init__(self) -> None:
         self.seconds_before, self._since = 0.0, None
 
     def start(self) -> None:
-        self._since = self.now()
+        self._since = self.source()
 
     def since_start(self) -> float:
-        return self.now() - self._since
+        return self.source() - self._since
 
     def stop(self) -> float:
         """Stop; returns the seconds since `start`."""

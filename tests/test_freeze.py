@@ -89,3 +89,21 @@ def test_report_text():
     model, *_ = tiny_models()["gpt2"]
     report = freeze(model, 0)
     assert str(report).startswith(f"parameters: {report.total:,} total, {report.trainable:,} trainable")
+
+
+def test_frozen_modules_stay_in_eval_mode_through_train_and_thaw_when_unfrozen(tiny_bert_dir):
+    """Frozen = no gradients and inference mode: the frozen part's dropout is off while the rest trains."""
+    model = BertModel.from_pretrained(tiny_bert_dir)
+    backbone = find_backbone(model)
+    freeze(model, 2)
+    model.train()
+    assert not backbone.embeddings[0].training and not backbone.embeddings[0].dropout.training
+    assert [block.training for block in backbone.blocks] == [False, False, True, True]
+    assert model.training and backbone.blocks[2].attention.self.dropout.training
+    frozen_input = torch.tensor([[101, 2023, 2003, 102]])
+    first = backbone.blocks[0](backbone.embeddings[0](frozen_input))[0]
+    again = backbone.blocks[0](backbone.embeddings[0](frozen_input))[0]
+    assert torch.equal(first, again)  # no dropout: the same output twice, as its cache would store
+    freeze(model, -1)
+    model.train()
+    assert all(module.training for module in model.modules())

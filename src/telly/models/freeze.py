@@ -1,7 +1,14 @@
-"""Telly-K as one call: freeze the embeddings and the bottom K transformer blocks."""
+"""Telly-K as one call: freeze the embeddings and the bottom K transformer blocks.
+
+Frozen means: no gradients, and inference mode. A frozen module stays in eval mode through
+`model.train()`, so its dropout is off while the rest of the model trains: it computes what its
+activation cache stores (computed once, in eval mode), whether or not the cache is used. The
+paper's code only sets `requires_grad=False`, leaving dropout on in the frozen layers.
+"""
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -90,6 +97,8 @@ def freeze(model: nn.Module, k: int, *, freeze_decoder: bool = False) -> ParamRe
             f"--freeze-decoder: this {backbone.family} model has no pre-trained decoder "
             "(a newly initialised decoder must be trained)"
         )
+    for module in model.modules():
+        module.__dict__.pop("train", None)  # a module frozen by an earlier call trains again
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     frozen = [*backbone.embeddings, *backbone.blocks[:k]] if k != FULL_FINETUNING else []
@@ -97,4 +106,12 @@ def freeze(model: nn.Module, k: int, *, freeze_decoder: bool = False) -> ParamRe
         frozen.append(backbone.decoder)
     for module in frozen:
         module.requires_grad_(False)
+        # An instance attribute shadows nn.Module.train, which a parent's train() calls on its children.
+        module.train = types.MethodType(_stay_in_eval, module)
+        module.eval()
     return param_report(model)
+
+
+def _stay_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
+    """`train()` of a frozen module: it and everything inside it stay in eval mode."""
+    return nn.Module.train(module, False)

@@ -108,7 +108,8 @@ def test_the_frozen_layers_run_every_step_only_without_the_cache(cached, tiny_be
     def build_and_count(task, config):
         model, pretrained = build(task, config)
         block = find_backbone(model).blocks[0]
-        block.register_forward_hook(lambda module, args, output: calls.append(1) if module.training else None)
+        # Counted while the task model trains (the frozen block itself stays in eval mode).
+        block.register_forward_hook(lambda module, args, output: calls.append(1) if model.training else None)
         return model, pretrained
 
     monkeypatch.setattr(train_module, "build_task_model", build_and_count)

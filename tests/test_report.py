@@ -5,7 +5,7 @@ import json
 import pytest
 
 from telly import UserError
-from telly.report import REPORT_FILES, comparison_table, load_run, write_report
+from telly.report import REPORT_FILES, comparison_table, load_run, seeds_table, write_report
 
 
 def make_run(folder, freeze, seconds, mrr, method="telly", task="code-search"):
@@ -66,3 +66,30 @@ def test_time_budget_runs_compare_steps_per_second_and_plot_quality_over_time(tm
     write_report([full, k3], tmp_path, "time budget")
     assert all((tmp_path / name).stat().st_size > 0 for name in REPORT_FILES)
     assert (tmp_path / "quality_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def seeded_runs(tmp_path, name, freeze, scores):
+    runs = []
+    for seed, score in enumerate(scores, start=1):
+        run = make_run(tmp_path / f"{name}-seed{seed}", freeze, 10.0, score)
+        run.metrics.seed = seed
+        runs.append(run)
+    return runs
+
+
+def test_over_seeds_a_difference_is_significant_only_when_its_interval_excludes_zero(tmp_path):
+    runs = (seeded_runs(tmp_path, "full", -1, [0.70, 0.72, 0.71]) + seeded_runs(tmp_path, "k3", 3, [0.69, 0.70, 0.705])
+            + seeded_runs(tmp_path, "k5", 5, [0.60, 0.61, 0.605]))
+    rows = seeds_table(runs)
+    # Student's t for 3 values: t(0.975, 2) = 4.302653; half-width = t * sd / sqrt(3).
+    # full: mean 0.71, sd 0.01 -> ±0.024841; K=3 0.69, 0.70, 0.705: sd 0.007638 -> ±0.018975. K=3 - full by seed: -0.01, -0.02, -0.005 -> mean -0.011667,
+    # sd 0.007638 -> ±0.018975: [-0.0306, +0.0073] holds 0. k5: -0.10, -0.11, -0.105 -> ±0.012421.
+    assert rows[1] == ["full", "1, 2, 3", "0.7100 [0.6852, 0.7348]", "n/a", "n/a"]
+    assert rows[2] == ["K=3", "1, 2, 3", "0.6983 [0.6794, 0.7173]", "-0.0117 [-0.0306, +0.0073]", "no"]
+    assert rows[3] == ["K=5", "1, 2, 3", "0.6050 [0.5926, 0.6174]", "-0.1050 [-0.1174, -0.0926]", "yes"]
+    markdown = write_report(runs, tmp_path, "seeds")
+    assert "## Over seeds" in markdown and "<h2>Over seeds</h2>" in (tmp_path / "report.html").read_text()
+
+
+def test_one_seed_per_variant_has_no_table_over_seeds(tmp_path):
+    assert seeds_table([make_run(tmp_path / "full", -1, 10.0, 0.7), make_run(tmp_path / "k3", 3, 10.0, 0.6)]) is None

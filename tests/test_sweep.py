@@ -18,10 +18,21 @@ def test_variants_are_full_then_each_k_then_lora():
     assert [v.name for v in sweep_variants(6, "5, 3,3", lora=False)] == ["full", "k3", "k5"]
 
 
-@pytest.mark.parametrize("ks, message", [("0,6", r"K=6 is out of range .* \(0\.\.5\)"), ("two", r"--ks must be 'all' or")])
-def test_bad_ks_are_refused(ks, message):
+def test_each_variant_runs_once_per_seed_in_a_folder_of_its_own():
+    variants = sweep_variants(4, "2", lora=True, seeds="3,1,3")
+    assert [(v.name, v.seed) for v in variants] == [("full-seed3", 3), ("full-seed1", 1), ("k2-seed3", 3), ("k2-seed1", 1),
+                                                    ("lora-seed3", 3), ("lora-seed1", 1)]
+    assert [(v.name, v.seed) for v in sweep_variants(4, "2", lora=False, seeds="7")] == [("full", 7), ("k2", 7)]
+
+
+@pytest.mark.parametrize("ks, seeds, message", [
+    ("0,6", None, r"K=6 is out of range .* \(0\.\.5\)"), ("two", None, r"--ks must be 'all' or"),
+    ("", None, r"--ks must be 'all' or comma-separated integers, got ''"),
+    ("1", "1,x", r"--seeds must be comma-separated integers, got '1,x'"),
+])
+def test_bad_ks_and_seeds_are_refused(ks, seeds, message):
     with pytest.raises(UserError, match=message):
-        sweep_variants(6, ks, lora=False)
+        sweep_variants(6, ks, lora=False, seeds=seeds)
 
 
 def sweep_argv(model_dir, data_dir, out, *extra):
@@ -98,3 +109,16 @@ def test_ray_executor_runs_the_variants_as_ray_tasks(tiny_bert_dir, email_corpus
     argv[argv.index("1,3")] = "3"
     assert main(argv) == 0
     assert load_run(local / "k3").metrics.test == runs[1].test
+
+
+def test_a_sweep_over_seeds_reports_each_variant_with_its_interval(tiny_bert_dir, email_corpus, tmp_path):
+    out = tmp_path / "seeds"
+    argv = sweep_argv(tiny_bert_dir, email_corpus, out, "--seeds", "1,2", "--epochs", "1")
+    argv[argv.index("1,3")] = "3"
+    assert main(argv) == 0
+    runs = {name: load_run(out / name).metrics for name in ("full-seed1", "full-seed2", "k3-seed1", "k3-seed2")}
+    assert {name: run.seed for name, run in runs.items()} == {"full-seed1": 1, "full-seed2": 2, "k3-seed1": 1, "k3-seed2": 2}
+    report = (out / "report.md").read_text().split("## Over seeds")[1]
+    k3 = next(line for line in report.splitlines() if line.startswith("| K=3 |"))
+    differences = [runs[f"k3-seed{s}"].test["mrr"] - runs[f"full-seed{s}"].test["mrr"] for s in (1, 2)]
+    assert k3.split(" | ")[3].startswith(f"{sum(differences) / 2:+.4f} [")

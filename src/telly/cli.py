@@ -118,6 +118,8 @@ def build_parser() -> Parser:
     add_config_options(sweep, exclude=SET_BY_SWEEP)
     sweep.add_argument("--ks", default="all", help="the K values: 'all' (0..L-1) or e.g. 0,3,5 (default: all)")
     sweep.add_argument("--lora", action="store_true", help="also run the LoRA baseline (--lora-rank, --lora-alpha, --lora-targets)")
+    sweep.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3: every variant runs once per seed and the "
+                       "report gives means with 95%% intervals (default: --seed alone)")
     sweep.add_argument("--executor", default="local", choices=EXECUTORS,
                        help="local: variants one after another, each in its own process; ray: as Ray tasks (default: local)")
     sweep.set_defaults(handler=run_sweep)
@@ -295,7 +297,7 @@ def run_sweep(args: argparse.Namespace) -> None:
     check_output_folder(out)
     num_layers = find_backbone(load_pretrained(base.model, trust_remote_code=base.trust_remote_code,
                                                model_class=encoder_class)[0]).num_layers
-    variants = sweep_variants(num_layers, args.ks, args.lora)
+    variants = sweep_variants(num_layers, args.ks, args.lora, args.seeds)
     folders = run_variants(base, out, variants, args.executor)
     markdown = write_report([load_run(folder) for folder in folders], out, f"{base.task} on {base.model}: sweep")
     print(markdown, end="")

@@ -3,6 +3,9 @@
 `comparison_table` is the paper's RQ3 table as Markdown; `write_report` adds the same table as JSON
 and HTML, plots of the selection metric and of seconds per epoch against K, and of validation
 quality against training time (the comparison at equal time that `--time-budget` runs are for).
+When variants ran with several seeds, `seeds_table` gives each variant's mean with a 95% interval
+and its difference from full fine-tuning, paired by seed, marked significant only when that
+difference's interval excludes 0 (one seed is not evidence: batch orders alone move MRR by a point).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 from telly.config import FULL_FINETUNING
 from telly.errors import UserError
 from telly.files import atomic_write_text, write_json
+from telly.metrics import t_interval
 from telly.run_folder import METRICS_FILE, RunMetrics, is_finished, read_metrics
 
 REPORT_FILES = ("report.md", "report.html", "report.json", "metric_vs_k.png", "seconds_vs_k.png", "quality_vs_time.png")
@@ -34,12 +38,16 @@ def load_run(folder: Path) -> Run:
 
 
 def sweep_runs(folder: Path) -> list[Path]:
-    """The finished run folders inside a sweep folder, in name order (full, k0, k1, ..., lora)."""
+    """The finished run folders inside a sweep folder: full, K = 0, 1, ..., LoRA; each by seed."""
     runs = [path.parent for path in Path(folder).glob(f"*/{METRICS_FILE}")]
     if not runs:
         raise UserError(f"{folder} is neither a finished run nor a sweep holding finished runs")
-    order = {"full": (0, 0), "lora": (2, 0)}
-    return sorted(runs, key=lambda run: order.get(run.name, (1, int(run.name[1:]) if run.name[1:].isdigit() else 0)))
+
+    def order(run: Path) -> tuple:
+        metrics = read_metrics(run)
+        return metrics.method == "lora", metrics.freeze, metrics.seed or 0, run.name
+
+    return sorted(runs, key=order)
 
 
 def expand_run_folders(folders: list[Path]) -> list[Path]:
@@ -95,6 +103,38 @@ def _table_rows(runs: list[Run]) -> list[list[str]]:
     return rows
 
 
+def seeds_table(runs: list[Run]) -> list[list[str]] | None:
+    """Rows (header first) per variant over its seeds: the mean selection metric with a 95% interval,
+    and the difference from full fine-tuning paired by seed; None when no variant ran with two seeds."""
+    by_variant: dict[str, dict[int | None, RunMetrics]] = {}
+    for run in runs:
+        by_variant.setdefault(variant(run.metrics), {})[run.metrics.seed] = run.metrics
+    if all(len(seeds) < 2 for seeds in by_variant.values()):
+        return None
+    selection = runs[0].metrics.selection_metric
+    full = by_variant.get("full", {})
+    rows = [["variant", "seeds", f"{selection}: mean [95% interval]", f"Δ {selection} vs full: mean [95% interval]",
+             "significant"]]
+    for label, seeds in by_variant.items():
+        scores = [metrics.selection_score for metrics in seeds.values()]
+        differences = [metrics.selection_score - full[seed].selection_score for seed, metrics in seeds.items()
+                       if seed in full]
+        interval = t_interval(differences)
+        rows.append([
+            label, ", ".join(str(seed) for seed in seeds), _mean_and_interval(scores),
+            _mean_and_interval(differences, sign=True) if label != "full" and differences else "n/a",
+            "n/a" if label == "full" or interval is None else "yes" if interval[0] > 0 or interval[1] < 0 else "no",
+        ])
+    return rows
+
+
+def _mean_and_interval(values: list[float], sign: bool = False) -> str:
+    spec = "+.4f" if sign else ".4f"
+    interval = t_interval(values)
+    mean = format(float(np.mean(values)), spec)
+    return mean if interval is None else f"{mean} [{format(interval[0], spec)}, {format(interval[1], spec)}]"
+
+
 def _number(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
@@ -136,45 +176,56 @@ def variant(metrics: RunMetrics) -> str:
 
 def write_report(runs: list[Run], out: Path, title: str) -> str:
     """Write REPORT_FILES into `out`; return the Markdown."""
-    rows = _table_rows(runs)
-    markdown = f"# {title}\n\n{_markdown(rows)}"
+    tables = {"": _table_rows(runs)}
+    markdown = f"# {title}\n\n{_markdown(tables[''])}"
+    over_seeds = seeds_table(runs)
+    if over_seeds:
+        tables["Over seeds"] = over_seeds
+        markdown += f"\n## Over seeds\n\n{_markdown(over_seeds)}"
     write_json(out / "report.json", {"title": title, "runs": [{"name": run.name, **run.metrics.to_dict()} for run in runs]})
     atomic_write_text(out / "report.md", markdown)
-    atomic_write_text(out / "report.html", _html(title, rows))
+    atomic_write_text(out / "report.html", _html(title, tables))
     _plot_against_k(runs, out)
     _plot_against_time(runs, out)
     return markdown
 
 
-def _html(title: str, rows: list[list[str]]) -> str:
+def _html(title: str, tables: dict[str, list[list[str]]]) -> str:
+    """The tables (name → rows, header first; an unnamed one has no heading) and the plots as a page."""
     def cells(row, tag):
         return "".join(f"<{tag}>{html.escape(cell)}</{tag}>" for cell in row)
 
-    body = "\n".join(f"<tr>{cells(row, 'td')}</tr>" for row in rows[1:])
+    sections = "".join(
+        (f"<h2>{html.escape(name)}</h2>\n" if name else "") + f"<table>\n<tr>{cells(rows[0], 'th')}</tr>\n"
+        + "\n".join(f"<tr>{cells(row, 'td')}</tr>" for row in rows[1:]) + "\n</table>\n"
+        for name, rows in tables.items()
+    )
     images = "".join(f'<p><img src="{name}" alt="{name}"></p>' for name in REPORT_FILES if name.endswith(".png"))
     return (
         f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
         "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:4px 8px;text-align:right}</style>"
-        f"</head><body>\n<h1>{html.escape(title)}</h1>\n<table>\n<tr>{cells(rows[0], 'th')}</tr>\n{body}\n</table>\n"
-        f"{images}\n</body></html>\n"
+        f"</head><body>\n<h1>{html.escape(title)}</h1>\n{sections}{images}\n</body></html>\n"
     )
 
 
 def _plot_against_k(runs: list[Run], out: Path) -> None:
+    """Test metric and seconds per epoch against K; runs of one K with several seeds are averaged."""
     from telly.study.plots import plot_points
 
     first = runs[0].metrics
-    telly_runs = sorted((run.metrics for run in runs if run.metrics.method != "lora"), key=lambda metrics: metrics.freeze)
-    ks = [metrics.freeze for metrics in telly_runs]
-    lora = [run.metrics for run in runs if run.metrics.method == "lora"]
-    metric = {"Telly-K (K=-1: full)": (ks, [metrics.selection_score for metrics in telly_runs])}
-    metric |= {"LoRA": (ks, [lora[0].selection_score] * len(ks))} if lora and ks else {}
-    firsts, laters = zip(*(epoch_seconds(metrics) for metrics in telly_runs)) if telly_runs else ((), ())
+    by_k: dict[int, list[RunMetrics]] = {}
+    for run in runs:
+        if run.metrics.method != "lora":
+            by_k.setdefault(run.metrics.freeze, []).append(run.metrics)
+    ks = sorted(by_k)
+    metric = {"Telly-K (K=-1: full)": (ks, [np.mean([m.selection_score for m in by_k[k]]) for k in ks])}
+    lora = [run.metrics.selection_score for run in runs if run.metrics.method == "lora"]
+    metric |= {"LoRA": (ks, [np.mean(lora)] * len(ks))} if lora and ks else {}
     seconds = {}
-    if all(first_epoch is not None for first_epoch in firsts):
-        seconds["first epoch"] = (ks, list(firsts))
-    if all(later is not None for later in laters):
-        seconds["later epochs"] = (ks, list(laters))
+    for label, which in (("first epoch", 0), ("later epochs", 1)):
+        per_k = [[epoch_seconds(metrics)[which] for metrics in by_k[k]] for k in ks]
+        if all(value is not None for values in per_k for value in values):
+            seconds[label] = (ks, [np.mean(values) for values in per_k])
     plot_points(out / "metric_vs_k.png", metric, "K (frozen blocks; -1 = full fine-tuning)",
                 f"test {first.selection_metric}", f"{first.task}: quality vs K")
     plot_points(out / "seconds_vs_k.png", seconds, "K (frozen blocks; -1 = full fine-tuning)", "seconds per epoch",

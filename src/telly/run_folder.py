@@ -51,6 +51,7 @@ class RunMetrics:
     test: dict[str, float]
     params: dict  # ParamReport.to_dict()
     zero_shot_test: dict[str, float] | None = None  # None when the task adds newly initialised parts
+    seed: int | None = None
     freeze_auto: dict | None = None  # how --freeze auto chose K
     num_layers: int | None = None
     best_epoch: int = 0

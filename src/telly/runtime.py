@@ -67,7 +67,7 @@ class Runtime:
     def device_name(self) -> str:
         if self.device.type == "cuda":
             return torch.cuda.get_device_name(self.device)
-        return platform.processor() or platform.machine() or self.device.type
+        return _cpu_model() or platform.processor() or platform.machine() or self.device.type
 
     def reset_peak_memory(self) -> None:
         if self.device.type == "cuda":
@@ -84,6 +84,15 @@ class Runtime:
 
 
 CPU = Runtime(torch.device("cpu"))
+
+
+def _cpu_model() -> str | None:
+    """The processor's model name as Linux reports it ("AMD EPYC 9R14"), else None."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), None)
+    except OSError:
+        return None
 
 
 def start_processes(device: str = "auto"):

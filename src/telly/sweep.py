@@ -1,7 +1,8 @@
-"""`telly sweep`: full fine-tuning, Telly-K for several K and LoRA, with the same seed, data and budget.
+"""`telly sweep`: full fine-tuning, Telly-K for several K and LoRA, with the same seeds, data and budget.
 
-Each variant is an ordinary run folder `OUT/<variant>/` written by `telly.train.finetune`, in a
-process of its own (so its peak memory is its own). A sweep started again skips the variants that
+Each variant is an ordinary run folder `OUT/<variant>/` (`OUT/<variant>-seed<S>/` for each of
+several `--seeds`) written by `telly.pipeline.finetune`, in a process of its own (so its peak
+memory is its own). A sweep started again skips the variants that
 finished (they have metrics.json) and resumes the others from their last checkpoint. Executors:
 - "local": one variant after another on this machine;
 - "ray": the variants as Ray tasks (Ray must be installed: `pip install 'telly[ray]'`).
@@ -28,30 +29,47 @@ log = logging.getLogger("telly")
 
 @dataclass(frozen=True)
 class Variant:
-    name: str  # the run folder's name: "full", "k3", "lora"
+    name: str  # the run folder's name: "full", "k3", "lora" (with "-seed<S>" when a sweep has several seeds)
     method: str
     freeze: int
+    seed: int | None = None  # None: the sweep's --seed
 
 
-def sweep_variants(num_layers: int, ks: str, lora: bool) -> list[Variant]:
-    """Full fine-tuning first, then Telly-K for `ks` ("all" = 0..L-1, or "0,3,5"), then LoRA."""
+def sweep_variants(num_layers: int, ks: str, lora: bool, seeds: str | None = None) -> list[Variant]:
+    """Full fine-tuning first, then Telly-K for `ks` ("all" = 0..L-1, or "0,3,5"), then LoRA; each
+    once per seed of `seeds` ("1,2,3"; None: once, with the sweep's --seed)."""
     if ks == "all":
         chosen = list(range(num_layers))
     else:
-        try:
-            chosen = sorted({int(k) for k in ks.split(",") if k.strip()})
-        except ValueError:
-            raise UserError(f"--ks must be 'all' or comma-separated integers, got {ks!r}") from None
+        chosen = sorted(set(_integers("--ks", ks, "'all' or ")))
     for k in chosen:
         if not 0 <= k <= num_layers - 1:
             raise UserError(f"--ks: K={k} is out of range for a model with {num_layers} layers (0..{num_layers - 1})")
     variants = [Variant("full", "telly", FULL_FINETUNING)] + [Variant(f"k{k}", "telly", k) for k in chosen]
-    return variants + ([Variant("lora", "lora", FULL_FINETUNING)] if lora else [])
+    variants += [Variant("lora", "lora", FULL_FINETUNING)] if lora else []
+    if seeds is None:
+        return variants
+    each_seed = list(dict.fromkeys(_integers("--seeds", seeds)))
+    if len(each_seed) == 1:
+        return [dataclasses.replace(variant, seed=each_seed[0]) for variant in variants]
+    return [dataclasses.replace(variant, name=f"{variant.name}-seed{seed}", seed=seed)
+            for variant in variants for seed in each_seed]
+
+
+def _integers(option: str, text: str, alternatives: str = "") -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise UserError(f"{option} must be {alternatives}comma-separated integers, got {text!r}")
+    return values
 
 
 def variant_config(base: FinetuneConfig, out: Path, variant: Variant) -> FinetuneConfig:
     return dataclasses.replace(
-        base, out=str(out / variant.name), method=variant.method, freeze=variant.freeze, resume=True, overwrite=False
+        base, out=str(out / variant.name), method=variant.method, freeze=variant.freeze, resume=True, overwrite=False,
+        seed=base.seed if variant.seed is None else variant.seed,
     )
 
 

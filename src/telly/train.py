@@ -281,7 +281,7 @@ def test_and_write(run: Training, state: TrainingState, freeze_auto: dict | None
     metrics = RunMetrics(
         task=config.task, model=config.model, method=config.method, freeze=config.freeze,
         selection_metric=run.task.selection_metric, test=test_scores, params=run.params.to_dict(),
-        zero_shot_test=state.zero_shot, freeze_auto=freeze_auto, num_layers=run.num_layers,
+        zero_shot_test=state.zero_shot, seed=config.seed, freeze_auto=freeze_auto, num_layers=run.num_layers,
         best_epoch=state.best_epoch,
         seconds_per_epoch=float(np.mean(state.epoch_durations)) if state.epoch_durations else None,
         epoch_seconds=state.epoch_durations, time_budget=config.time_budget.seconds, train_seconds=state.train_seconds,

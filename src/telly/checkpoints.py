@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import random
@@ -28,6 +27,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from telly.files import json_text, parse_json
 
 CHECKPOINTS = "checkpoints"
 KEEP = 2
@@ -50,7 +51,7 @@ class TrainingState:
     train_seconds: float = 0.0  # all training so far (evaluation not counted)
     evaluations_done: int = 0
     history: list[dict] = field(default_factory=list)
-    best_score: float = -float("inf")
+    best_score: float | None = None  # None until the first evaluation
     best_epoch: int = 0
     best_valid: dict | None = None
     zero_shot: dict | None = None
@@ -85,7 +86,7 @@ def save_checkpoint(run: Path, model: nn.Module, optimizer, scheduler, state: Tr
         "rng": rng_states,
         "files": {name: _sha256(temporary / name) for name in _TENSOR_FILES},
     }
-    (temporary / "state.json").write_text(json.dumps(document), encoding="utf-8")
+    (temporary / "state.json").write_text(json_text(document, temporary / "state.json"), encoding="utf-8")
     for path in temporary.iterdir():
         _fsync(path)
     if final.exists():  # the same step saved before a kill: replace it whole
@@ -167,14 +168,14 @@ def _checkpoints(folder: Path) -> list[Path]:
 
 def _read_verified(checkpoint: Path) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
     try:
-        document = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+        document = parse_json((checkpoint / "state.json").read_text(encoding="utf-8"))
         for name, digest in document["files"].items():
             if _sha256(checkpoint / name) != digest:
                 raise CorruptCheckpoint(f"{name} does not match its recorded hash")
         tensors = {name.removesuffix(".safetensors"): load_file(checkpoint / name) for name in _TENSOR_FILES}
     except CorruptCheckpoint:
         raise
-    except (OSError, ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise CorruptCheckpoint(f"{type(error).__name__}: {error}") from None
     return document, tensors
 

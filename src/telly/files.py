@@ -1,12 +1,15 @@
-"""Writing result files so that a reader never sees half of one."""
+"""Writing result files so that a reader never sees half of one, and reading JSON that may be anything."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
+
+from telly.errors import UserError
 
 
 @contextmanager
@@ -35,4 +38,49 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json_text(data, path, indent=2) + "\n")
+
+
+def json_text(data, path: str | os.PathLike, indent: int | None = None) -> str:
+    """`data` as standard JSON, for the file `path`. Python's json would write NaN and Infinity,
+    which other readers reject; a value like that is refused, naming where it is."""
+    try:
+        return json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        where = _non_finite_value(data)
+        if where is None:
+            raise
+        raise ValueError(f"cannot write {path}: {where} is not a finite number, which JSON cannot hold") from None
+
+
+def _non_finite_value(data, where: str = "the value") -> str | None:
+    """Where in `data` the first NaN or infinity is (`the value['test']['mrr'] = nan`), or None."""
+    if isinstance(data, float):
+        return None if math.isfinite(data) else f"{where} = {data}"
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, (list, tuple)) else ()
+    for key, value in items:
+        found = _non_finite_value(value, f"{where}[{key!r}]")
+        if found:
+            return found
+    return None
+
+
+def parse_json(text: str):
+    """The JSON value of `text`. Every way a text can fail to be JSON is a ValueError that says why
+    in a few words: malformed, nested too deeply for Python's parser, or an integer too long to convert."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(error.msg) from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError:  # Python refuses to convert integers of more than 4,300 digits
+        raise ValueError("an integer too long to convert") from None
+
+
+def read_json(path: str | os.PathLike):
+    """The JSON value in the file `path`; a file that is not UTF-8 JSON is a UserError naming it."""
+    try:
+        return parse_json(Path(path).read_text(encoding="utf-8"))
+    except ValueError as error:  # UnicodeDecodeError too
+        raise UserError(f"{path} is not valid JSON: {error}") from None

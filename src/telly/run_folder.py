@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from telly.config import AUTO, FinetuneConfig
 from telly.errors import UserError
-from telly.files import write_json
+from telly.files import read_json, write_json
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -88,9 +87,7 @@ def read_metrics(folder: Path) -> RunMetrics:
     if not path.is_file():
         raise UserError(f"{folder} is not a finished run (no {METRICS_FILE})")
     try:
-        return RunMetrics.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON: {error}") from None
+        return RunMetrics.from_dict(read_json(path))
     except (TypeError, AttributeError) as error:
         raise UserError(f"{path} is not a telly metrics file: {error}") from None
 
@@ -109,8 +106,8 @@ def read_config(folder: Path) -> FinetuneConfig:
         if not (folder / needed).is_file():
             raise UserError(f"{folder} is not a finished run (no {needed})")
     try:
-        config = FinetuneConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as error:
+        config = FinetuneConfig.from_dict(read_json(folder / CONFIG_FILE))
+    except (TypeError, AttributeError) as error:
         raise UserError(f"{folder / CONFIG_FILE} is not a run configuration: {error}") from None
     if config.freeze == AUTO:
         config = dataclasses.replace(config, freeze=read_metrics(folder).freeze)
@@ -126,8 +123,8 @@ def check_same_settings(folder: Path, config: FinetuneConfig) -> None:
     path = Path(folder) / CONFIG_FILE
     try:
         # Settings added since the run started read as their defaults.
-        saved = FinetuneConfig.from_dict(json.loads(path.read_text(encoding="utf-8"))).to_flat()
-    except (OSError, ValueError, TypeError) as error:
+        saved = FinetuneConfig.from_dict(read_json(path)).to_flat()
+    except (OSError, TypeError, AttributeError) as error:
         raise UserError(f"cannot read {path} to resume: {error}") from None
     changed = [
         f"{name}: {saved[name]!r} -> {value!r}"

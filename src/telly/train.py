@@ -259,7 +259,7 @@ def validate_and_keep_best(run: Training, state: TrainingState) -> None:
                               "train_loss": train_loss, "valid": scores})
         log.info("epoch %d, step %d, %.1f s of training: train loss %.4f, valid %s", state.epoch, state.global_step,
                  state.train_seconds, train_loss, format_metrics(scores))
-        if scores[run.task.selection_metric] > state.best_score:
+        if state.best_score is None or scores[run.task.selection_metric] > state.best_score:
             state.best_score, state.best_epoch, state.best_valid = scores[run.task.selection_metric], state.epoch, scores
             save_model_atomically(run.model, run.out / BEST_CHECKPOINT)
     state.losses_since_evaluation = []

@@ -32,6 +32,7 @@ from telly.checkpoints import (
     TrainingState, load_latest_checkpoint, remove_checkpoints, restore_rng, rng_snapshot, save_checkpoint,
 )
 from telly.config import FULL_FINETUNING, FinetuneConfig
+from telly.errors import UserError
 from telly.files import write_json
 from telly.models.cache import FrozenPrefixCache, cache_supported
 from telly.models.freeze import ParamReport, freeze, param_report
@@ -156,11 +157,11 @@ def train_until_evaluation(run: Training, state: TrainingState) -> None:
     epoch_batches = batches(epoch_order(len(run.train), run.config.seed, state.epoch), run.config.batch_size)
     evaluation_due = False
     with run.cache.replaying() if run.cache is not None else nullcontext():
-        for indices in tqdm(epoch_batches[state.step_in_epoch :], desc=run.policy.label(state), leave=False,
-                            disable=None):
-            state.losses_since_evaluation.append(train_step(run, indices))
-            state.step_in_epoch += 1
-            state.global_step += 1
+        progress = tqdm(epoch_batches[state.step_in_epoch :], desc=run.policy.label(state), unit="step", leave=False,
+                        disable=None)
+        for indices in progress:
+            record_step(run, state, train_step(run, indices))
+            progress.set_postfix(loss=f"{state.losses_since_evaluation[-1]:.4f}", refresh=False)
             if run.policy.validates_mid_epoch:
                 evaluation_due = processes_agree_on(run.policy.evaluation_due(state, run.clock.seconds), run)
                 if evaluation_due:
@@ -179,6 +180,17 @@ def train_until_evaluation(run: Training, state: TrainingState) -> None:
     if epoch_finished:
         state.next_epoch()
     save_checkpoint_on_main(run, state)
+
+
+def record_step(run: Training, state: TrainingState, loss: float) -> None:
+    """Count a finished step and its loss. A loss that is not finite ends the run: it diverged, and
+    every step after it would train on NaN."""
+    if not math.isfinite(loss):
+        raise UserError(f"training diverged: the loss is {loss} at step {state.global_step + 1} (epoch {state.epoch}); "
+                        f"start again with a lower --lr than {run.config.lr:g}")
+    state.losses_since_evaluation.append(loss)
+    state.step_in_epoch += 1
+    state.global_step += 1
 
 
 def fill_cache(run: Training) -> None:

@@ -19,7 +19,7 @@ from telly.study.representations import control_model, pretrained_model, weights
 from conftest import TINY_LAYERS
 
 EMAIL = Path(sysconfig.get_paths()["stdlib"]) / "email"
-TRAINING = ["--epochs", "1", "--batch-size", "16", "--lr", "1e-3", "--max-code-len", "64", "--max-nl-len", "32",
+TRAINING = ["--batch-size", "16", "--lr", "1e-3", "--max-code-len", "64", "--max-nl-len", "32",
             "--max-eval-examples", "40", "--seed", "1"]
 
 

@@ -1,5 +1,7 @@
 """Every user mistake ends in one line on stderr and exit code 2 — never a traceback."""
 
+import contextlib
+import hashlib
 import json
 import re
 import shutil
@@ -192,6 +194,28 @@ CASES = {
     "freeze auto with LoRA": (
         lambda m, d, o: finetune_args(m, d, o, "--freeze", "auto", "--method", "lora"), r"belong to --method telly",
     ),
+    "a diverged run": (
+        lambda m, d, o: finetune_args(m, d, o, "--lr", "1e30", "--max-train-examples", "16"),
+        r"training diverged: the loss is nan at step 2 \(epoch 1\); start again with a lower --lr than 1e\+30",
+    ),
+    "JSONL line nested too deeply": (
+        lambda m, d, o: (break_line(d / "train.jsonl", 2, "[" * 200_000 + "]" * 200_000), finetune_args(m, d, o))[1],
+        r"train\.jsonl line 2: not valid JSON \(nested too deeply\)",
+    ),
+    "JSONL number too long to convert": (
+        lambda m, d, o: (break_line(d / "test.jsonl", 4, '{"code": 1' + "0" * 5000 + "}"), finetune_args(m, d, o))[1],
+        r"test\.jsonl line 4: not valid JSON \(an integer too long to convert\)",
+    ),
+    "sweep with K out of range": (
+        lambda m, d, o: ["sweep", *finetune_args(m, d, o)[1:], "--ks", "99"], r"--ks: K=99 is out of range",
+    ),
+    "sweep with no K": (
+        lambda m, d, o: ["sweep", *finetune_args(m, d, o)[1:], "--ks", ""], r"--ks must be 'all' or comma-separated integers",
+    ),
+    "compare an unfinished run": (
+        lambda m, d, o: (o.mkdir(), (o / "config.json").write_text("{}"), ["compare", "--run", str(o)])[2],
+        r"is not a finished run \(no metrics\.json\)",
+    ),
 }
 
 BUILT_FOLDERS = {"clone-detection": "bcb", "code-generation": "concode", "code-completion": "lines"}
@@ -231,6 +255,7 @@ def test_user_mistake_is_one_line_and_exit_code_2(case, tiny_bert_dir, data, tmp
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     make_argv, expected = CASES[case]
     argv = make_argv(tiny_bert_dir, data, tmp_path / "run")
+    before = files_and_contents(tmp_path)
     capsys.readouterr()
     assert main(argv) == 2
     stderr = capsys.readouterr().err
@@ -238,6 +263,13 @@ def test_user_mistake_is_one_line_and_exit_code_2(case, tiny_bert_dir, data, tmp
     assert len(error_lines) == 1, stderr
     assert "Traceback" not in stderr
     assert re.search(expected, error_lines[0]), error_lines[0]
+    assert files_and_contents(tmp_path) == before  # nothing created, changed, lost or half-written
+
+
+def files_and_contents(folder):
+    """Every file and folder under `folder` with a digest of its bytes (None for a folder)."""
+    return {str(path.relative_to(folder)): None if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*"))}
 
 
 def test_a_refused_run_leaves_nothing_behind_so_the_fixed_command_runs(tiny_bert_dir, data, tmp_path):
@@ -246,6 +278,22 @@ def test_a_refused_run_leaves_nothing_behind_so_the_fixed_command_runs(tiny_bert
     assert not out.exists()
     assert main(finetune_args(tiny_bert_dir, data, out, "--freeze", "1")) == 0
     assert (out / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt(), OSError(5, "Input/output error", "somewhere"),
+                                     RuntimeError("a bug")])
+def test_whatever_ends_a_new_run_before_its_first_checkpoint_leaves_no_folder(failure, tiny_bert_dir, data, tmp_path,
+                                                                              monkeypatch):
+    import telly.train
+
+    def fail(*_):
+        raise failure
+
+    out = tmp_path / "runs" / "new"
+    monkeypatch.setattr(telly.train, "train_step", fail)
+    with pytest.raises(RuntimeError) if isinstance(failure, RuntimeError) else contextlib.nullcontext():
+        assert main(finetune_args(tiny_bert_dir, data, out)) == (130 if isinstance(failure, KeyboardInterrupt) else 2)
+    assert not (tmp_path / "runs").exists()  # the parent made for it too
 
 
 def test_a_full_disk_while_writing_metrics_is_one_line_and_the_run_can_resume(tiny_bert_dir, data, tmp_path, capsys, monkeypatch):

@@ -155,6 +155,11 @@ def restore_rng(states: dict, tensors: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda_states)
 
 
+def has_checkpoint(run: Path) -> bool:
+    """Whether the run folder holds a complete checkpoint to resume from."""
+    return bool(_checkpoints(Path(run) / CHECKPOINTS))
+
+
 def remove_checkpoints(run: Path) -> None:
     shutil.rmtree(Path(run) / CHECKPOINTS, ignore_errors=True)
 

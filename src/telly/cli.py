@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 import types
@@ -152,24 +153,29 @@ def add_device_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_study(args: argparse.Namespace) -> None:
-    """Shared by probe and compare: check the device, the output folder and the cache, then run the command."""
+    """Shared by probe and compare: check the device and the cache, then run the command."""
     from telly.runtime import resolve_runtime
     from telly.study.representations import FeatureCache, default_cache_dir
 
     runtime = resolve_runtime(args.device, args.mixed_precision)
-    if args.out is not None:
-        check_output_folder(args.out)
     cache = FeatureCache(None if args.no_feature_cache else args.cache_dir or default_cache_dir())
     args.run_command(args, cache, runtime)
 
 
-def check_output_folder(out: Path) -> None:
+@contextlib.contextmanager
+def output_folder(out: Path, worth_keeping: typing.Callable[[Path], bool] = lambda folder: False):
+    """`out`, created up front (so a folder that cannot be written fails before the work), for the
+    block to write results into; if the block fails, a folder it created is removed again."""
+    from telly.files import removed_on_failure
+
     if out.exists() and not out.is_dir():
         raise UserError(f"output path is a file, not a folder: {out}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create output folder {out}: {error.strerror}") from None
+    with removed_on_failure(out, worth_keeping):
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"cannot create output folder {out}: {error.strerror}") from None
+        yield out
 
 
 def write_results(out: Path, name: str, report: dict, markdown: str, panels, title: str) -> None:
@@ -204,14 +210,19 @@ def sources_and_language(sources: list[Path] | None, language: str | None) -> tu
 
 
 def run_probe(args: argparse.Namespace, cache, runtime) -> None:
-    from telly.study.probe import probe_markdown, run_probe_study
-    from telly.study.probe_data import build_probe_set
-    from telly.study.representations import control_model, pretrained_model, run_models
-
     if args.run and args.control:
         raise UserError("--run and --control exclude each other: a control is a random model, not a trained one")
     if args.max_length < 8:
         raise UserError(f"--max-length must be at least 8, got {args.max_length}")
+    with output_folder(args.out):
+        probe_and_write(args, cache, runtime)
+
+
+def probe_and_write(args: argparse.Namespace, cache, runtime) -> None:
+    from telly.study.probe import probe_markdown, run_probe_study
+    from telly.study.probe_data import build_probe_set
+    from telly.study.representations import control_model, pretrained_model, run_models
+
     if args.run:
         run = run_models(args.run, args.model, runtime)
         model_name, model = run.config.model, run.finetuned
@@ -239,12 +250,11 @@ def run_compare(args: argparse.Namespace, cache, runtime) -> None:
         raise UserError("pass --out to compare several runs (one table and plot for all)")
     if args.data is not None and len(args.run) > 1:
         raise UserError("--data replaces one run's data folder; compare several runs without it")
-    out = args.out or args.run[0] / "compare"
-    check_output_folder(out)
-    comparisons = [compare_run(run, args.model, args.inputs, data=args.data, cache=cache, runtime=runtime)
-                   for run in args.run]
-    write_results(out, "compare", {"comparisons": comparisons}, compare_markdown(comparisons),
-                  compare_panels(comparisons), "representational similarity per layer")
+    with output_folder(args.out or args.run[0] / "compare") as out:
+        comparisons = [compare_run(run, args.model, args.inputs, data=args.data, cache=cache, runtime=runtime)
+                       for run in args.run]
+        write_results(out, "compare", {"comparisons": comparisons}, compare_markdown(comparisons),
+                      compare_panels(comparisons), "representational similarity per layer")
 
 
 def run_recommend(args: argparse.Namespace) -> None:
@@ -253,15 +263,15 @@ def run_recommend(args: argparse.Namespace) -> None:
 
     config = config_from_args(args)
     runtime = resolve_runtime(config.device, config.mixed_precision, start_processes(config.device))
-    out = Path(config.out)
-    check_output_folder(out)
-    recommendation = recommend_k(config, out, runtime)
-    panel = ("similarity to the pre-trained model", recommendation.measure.upper(), {
-        recommendation.measure.upper(): recommendation.similarities,
-        "threshold": [recommendation.threshold] * len(recommendation.similarities),
-    })
-    markdown = recommendation_markdown(recommendation, config.task, config.model)
-    write_results(out, "recommendation", recommendation.to_dict(), markdown, [panel], f"recommended K={recommendation.k}")
+    with output_folder(Path(config.out)) as out:
+        recommendation = recommend_k(config, out, runtime)
+        panel = ("similarity to the pre-trained model", recommendation.measure.upper(), {
+            recommendation.measure.upper(): recommendation.similarities,
+            "threshold": [recommendation.threshold] * len(recommendation.similarities),
+        })
+        markdown = recommendation_markdown(recommendation, config.task, config.model)
+        write_results(out, "recommendation", recommendation.to_dict(), markdown, [panel],
+                      f"recommended K={recommendation.k}")
 
 
 def run_data_build(args: argparse.Namespace) -> None:
@@ -287,17 +297,16 @@ def run_sweep(args: argparse.Namespace) -> None:
     from telly.models.layers import find_backbone
     from telly.models.load import encoder_class, load_pretrained
     from telly.report import load_run, write_report
+    from telly.sweep import has_progress, sweep_variants
     from telly.sweep import run_sweep as run_variants
-    from telly.sweep import sweep_variants
 
     base = config_from_args(args)
-    out = Path(base.out)
-    check_output_folder(out)
-    num_layers = find_backbone(load_pretrained(base.model, trust_remote_code=base.trust_remote_code,
-                                               model_class=encoder_class)[0]).num_layers
-    variants = sweep_variants(num_layers, args.ks, args.lora)
-    folders = run_variants(base, out, variants, args.executor)
-    markdown = write_report([load_run(folder) for folder in folders], out, f"{base.task} on {base.model}: sweep")
+    with output_folder(Path(base.out), worth_keeping=has_progress) as out:
+        num_layers = find_backbone(load_pretrained(base.model, trust_remote_code=base.trust_remote_code,
+                                                   model_class=encoder_class)[0]).num_layers
+        variants = sweep_variants(num_layers, args.ks, args.lora)
+        folders = run_variants(base, out, variants, args.executor)
+        markdown = write_report([load_run(folder) for folder in folders], out, f"{base.task} on {base.model}: sweep")
     print(markdown, end="")
     print(f"wrote {out}/report.md, .html, .json and plots")
 
@@ -311,8 +320,8 @@ def run_report(args: argparse.Namespace) -> None:
     if out is None:
         print(comparison_table(runs), end="")
         return
-    check_output_folder(out)
-    print(write_report(runs, out, f"{runs[0].metrics.task}: {', '.join(run.name for run in runs)}"), end="")
+    with output_folder(out):
+        print(write_report(runs, out, f"{runs[0].metrics.task}: {', '.join(run.name for run in runs)}"), end="")
     print(f"wrote {out}/report.md, .html, .json and plots")
 
 

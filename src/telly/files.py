@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from contextlib import contextmanager
+import shutil
+from collections.abc import Callable
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -84,3 +86,25 @@ def read_json(path: str | os.PathLike):
         return parse_json(Path(path).read_text(encoding="utf-8"))
     except ValueError as error:  # UnicodeDecodeError too
         raise UserError(f"{path} is not valid JSON: {error}") from None
+
+
+@contextmanager
+def removed_on_failure(folder: Path, worth_keeping: Callable[[Path], bool] = lambda folder: False):
+    """While the block runs it may create and fill `folder`. If the block fails (an error, Ctrl-C)
+    and `folder` was absent or empty before, it is made so again, with any parent folders created
+    for it, unless `worth_keeping(folder)`: something a later command continues from. So a failed
+    command leaves nothing behind, and the corrected command is not refused as "not empty"."""
+    folder = Path(folder)
+    created = next((path for path in reversed([folder, *folder.parents]) if not path.exists()), None)
+    was_empty = created is not None or (folder.is_dir() and not any(folder.iterdir()))
+    try:
+        yield
+    except BaseException:
+        if was_empty and folder.is_dir() and not worth_keeping(folder):
+            with suppress(OSError):  # the failure, not the clean-up, is what the user must see
+                if created is not None:
+                    shutil.rmtree(created)
+                else:
+                    for path in folder.iterdir():
+                        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        raise

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from telly.config import AUTO, FinetuneConfig
 from telly.errors import UserError
-from telly.files import read_json, write_json
+from telly.checkpoints import has_checkpoint
+from telly.files import read_json, removed_on_failure, write_json
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -156,7 +156,8 @@ def prepare_run_folder(out: Path, *, overwrite: bool, resume: bool = False) -> N
 def opened_run(out: Path, config: FinetuneConfig, processes, model_path: str):
     """The run folder of `config`, ready to train into while the block runs: prepared by the main
     process (the others wait for it), its log open, its config.json written — or, with --resume,
-    checked against the one there. A new run refused at its inputs leaves nothing behind."""
+    checked against the one there. A new run that ends before its first checkpoint, for whatever
+    reason, leaves nothing behind."""
     if not processes.is_main_process:
         log.setLevel(logging.WARNING)
         processes.wait_for_everyone()  # until the main process has prepared the run folder
@@ -164,7 +165,7 @@ def opened_run(out: Path, config: FinetuneConfig, processes, model_path: str):
             check_same_settings(out, config)
         yield
         return
-    with removed_if_refused(out):
+    with removed_on_failure(out, worth_keeping=has_checkpoint):
         prepare_run_folder(out, overwrite=config.overwrite, resume=config.resume)
         processes.wait_for_everyone()
         with run_log(out / LOG_FILE, append=config.resume):
@@ -173,21 +174,6 @@ def opened_run(out: Path, config: FinetuneConfig, processes, model_path: str):
             else:
                 write_config(out, config, model_path)
             yield
-
-
-@contextmanager
-def removed_if_refused(out: Path):
-    """A new run refused at its inputs (UserError) leaves nothing behind, so the corrected command just works."""
-    existed, was_empty = out.exists(), not out.is_dir() or not any(out.iterdir())
-    try:
-        yield
-    except UserError:
-        if was_empty and out.is_dir():
-            for path in out.iterdir():
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-            if not existed:
-                out.rmdir()
-        raise
 
 
 @contextmanager

@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from telly.checkpoints import has_checkpoint
 from telly.config import FULL_FINETUNING, FinetuneConfig
 from telly.errors import UserError
 from telly.run_folder import is_finished, run_log
@@ -41,12 +42,19 @@ def sweep_variants(num_layers: int, ks: str, lora: bool) -> list[Variant]:
         try:
             chosen = sorted({int(k) for k in ks.split(",") if k.strip()})
         except ValueError:
-            raise UserError(f"--ks must be 'all' or comma-separated integers, got {ks!r}") from None
+            chosen = None
+        if not chosen:
+            raise UserError(f"--ks must be 'all' or comma-separated integers, got {ks!r}")
     for k in chosen:
         if not 0 <= k <= num_layers - 1:
             raise UserError(f"--ks: K={k} is out of range for a model with {num_layers} layers (0..{num_layers - 1})")
     variants = [Variant("full", "telly", FULL_FINETUNING)] + [Variant(f"k{k}", "telly", k) for k in chosen]
     return variants + ([Variant("lora", "lora", FULL_FINETUNING)] if lora else [])
+
+
+def has_progress(out: Path) -> bool:
+    """Whether a sweep folder holds a variant that finished or can resume (what a failed sweep keeps)."""
+    return any(is_finished(variant) or has_checkpoint(variant) for variant in Path(out).iterdir() if variant.is_dir())
 
 
 def variant_config(base: FinetuneConfig, out: Path, variant: Variant) -> FinetuneConfig:

@@ -216,6 +216,82 @@ CASES = {
         lambda m, d, o: (o.mkdir(), (o / "config.json").write_text("{}"), ["compare", "--run", str(o)])[2],
         r"is not a finished run \(no metrics\.json\)",
     ),
+    "time budget that is not a number": (
+        lambda m, d, o: finetune_args(m, d, o, "--time-budget", "nan"), r"--time-budget must be a finite number, got nan",
+    ),
+    "endless time budget": (
+        lambda m, d, o: finetune_args(m, d, o, "--time-budget", "inf"), r"--time-budget must be a finite number, got inf",
+    ),
+    "infinite learning rate": (lambda m, d, o: finetune_args(m, d, o, "--lr", "inf"), r"--lr must be a finite number"),
+    "weight decay that is not a number": (
+        lambda m, d, o: finetune_args(m, d, o, "--weight-decay", "nan"), r"--weight-decay must be a finite number",
+    ),
+    "seed NumPy cannot take": (
+        lambda m, d, o: finetune_args(m, d, o, "--seed", str(2**32)), r"--seed must be in 0\.\.4294967295, got 4294967296",
+    ),
+    "negative probe seed": (
+        lambda m, d, o: ["probe", "--model", str(m), "--seed", "-1", "--out", str(o)], r"--seed must be in 0\.\.",
+    ),
+    "integer too large for any library": (
+        lambda m, d, o: finetune_args(m, d, o, "--epochs", "1" + "0" * 30), r"--epochs must be at most 4,294,967,295 in size",
+    ),
+    "probe length too large": (
+        lambda m, d, o: ["probe", "--model", str(m), "--max-length", "1" + "0" * 20, "--out", str(o)],
+        r"--max-length must be at most 4,294,967,295 in size",
+    ),
+    "code length too short for the special tokens": (
+        lambda m, d, o: finetune_args(m, d, o, "--max-code-len", "1"), r"--max-code-len must be at least 4",
+    ),
+    "query length too short for the special tokens": (
+        lambda m, d, o: finetune_args(m, d, o, "--max-nl-len", "3"), r"--max-nl-len must be at least 4",
+    ),
+    "model folder without tokenizer files": (
+        lambda m, d, o: finetune_args(model_copy(m, d, keep=("config.json", "model.safetensors")), d, o),
+        r"model '.*' has no tokenizer files \(vocab\.txt, tokenizer\.json, \.\.\.\): its tokenizer would know only its 5",
+    ),
+    "config with more layers than the weights": (
+        lambda m, d, o: finetune_args(model_copy(m, d, config={"num_hidden_layers": 6}), d, o),
+        r"its config\.json does not match its weights: no weights for encoder\.layer\.4, encoder\.layer\.5$",
+    ),
+    "config with fewer layers than the weights": (
+        lambda m, d, o: finetune_args(model_copy(m, d, config={"num_hidden_layers": 2}), d, o),
+        r"does not match its weights: weights the config has no place for: encoder\.layer\.2, encoder\.layer\.3$",
+    ),
+    "hidden size other than the weights'": (
+        lambda m, d, o: finetune_args(model_copy(m, d, config={"hidden_size": 64}), d, o),
+        r"does not match its weights: weights of another shape than the config's for embeddings\.LayerNorm, "
+        r"embeddings\.position_embeddings, embeddings\.token_type_embeddings, embeddings\.word_embeddings and 4 more$",
+    ),
+    "truncated weights file": (
+        lambda m, d, o: finetune_args(model_copy(m, d, weights=lambda w: w[: len(w) // 2]), d, o),
+        r"its weights cannot be read \(Error while deserializing header: incomplete metadata",
+    ),
+    "empty weights file": (
+        lambda m, d, o: finetune_args(model_copy(m, d, weights=lambda w: b""), d, o),
+        r"its weights cannot be read \(Error while deserializing header: header too small\)",
+    ),
+    "garbage weights file": (
+        lambda m, d, o: finetune_args(model_copy(m, d, weights=lambda w: bytes(range(256)) * 100), d, o),
+        r"its weights cannot be read \(Error while deserializing header",
+    ),
+    "data build into a run folder": (
+        lambda m, d, o: (o.mkdir(), (o / "metrics.json").write_text("{}"), ["data", "build", str(EMAIL), "--out", str(o)])[2],
+        r"data folder .*run is not empty; pass --overwrite to replace it",
+    ),
+    "data build into another task's data": (
+        lambda m, d, o: ["data", "build", str(EMAIL), "--task", "code-generation", "--out", str(d)],
+        r"data folder .*data is not empty",
+    ),
+    "data build over its own source": (
+        lambda m, d, o: ["data", "build", str(d), "--out", str(d), "--overwrite"], r"--out .*data holds the source",
+    ),
+    "data build with no size limit": (
+        lambda m, d, o: ["data", "build", str(EMAIL), "--out", str(o), "--max-file-mb", "0"], r"--max-file-mb must be > 0",
+    ),
+    "data build with a size limit that is not a number": (
+        lambda m, d, o: ["data", "build", str(EMAIL), "--out", str(o), "--max-file-mb", "nan"],
+        r"--max-file-mb must be a finite number",
+    ),
 }
 
 BUILT_FOLDERS = {"clone-detection": "bcb", "code-generation": "concode", "code-completion": "lines"}
@@ -228,6 +304,18 @@ def build(task, data):
 
 def task_args(task, model, data, out):
     return [task if arg == "code-search" else arg for arg in finetune_args(model, data, out)]
+
+
+def model_copy(model, data, keep=None, config=None, weights=None):
+    """A copy of the tiny model folder with only the files in `keep`, its config.json changed by
+    `config`, or its weights' bytes replaced by `weights(bytes)`."""
+    copy = data / "model-copy"
+    shutil.copytree(model, copy, ignore=lambda _, names: [n for n in names if keep and n not in keep])
+    if config:
+        (copy / "config.json").write_text(json.dumps({**json.loads((copy / "config.json").read_text()), **config}))
+    if weights:
+        (copy / "model.safetensors").write_bytes(weights((copy / "model.safetensors").read_bytes()))
+    return copy
 
 
 def save_tiny_bert(folder, tokenizer_source, vocab_size):
@@ -264,6 +352,7 @@ def test_user_mistake_is_one_line_and_exit_code_2(case, tiny_bert_dir, data, tmp
     assert "Traceback" not in stderr
     assert re.search(expected, error_lines[0]), error_lines[0]
     assert files_and_contents(tmp_path) == before  # nothing created, changed, lost or half-written
+    assert "Loading weights" not in stderr and "LOAD REPORT" not in stderr  # transformers' bar and report
 
 
 def files_and_contents(folder):
@@ -296,6 +385,12 @@ def test_whatever_ends_a_new_run_before_its_first_checkpoint_leaves_no_folder(fa
     assert not (tmp_path / "runs").exists()  # the parent made for it too
 
 
+def test_the_shortest_sequence_lengths_allowed_train(tiny_bert_dir, data, tmp_path):
+    out = tmp_path / "run"
+    assert main(finetune_args(tiny_bert_dir, data, out, "--max-code-len", "4", "--max-nl-len", "4")) == 0
+    assert json.loads((out / "metrics.json").read_text())["test"]["mrr"] > 0
+
+
 def test_a_full_disk_while_writing_metrics_is_one_line_and_the_run_can_resume(tiny_bert_dir, data, tmp_path, capsys, monkeypatch):
     import errno
 
@@ -324,6 +419,60 @@ def test_a_full_disk_while_writing_metrics_is_one_line_and_the_run_can_resume(ti
     monkeypatch.undo()  # space freed: the same command with --resume finishes from the last checkpoint
     assert main([*finetune_args(tiny_bert_dir, data, out), "--resume"]) == 0
     assert json.loads((out / "metrics.json").read_text())["test"]["mrr"] > 0
+
+
+def error_line_of(stderr):
+    [line] = [line for line in stderr.splitlines() if line.startswith("telly: error:")]
+    assert "Traceback" not in stderr
+    return line
+
+
+@pytest.mark.parametrize("limit_mb, failing", [(1, "best/model.safetensors"), (6, "checkpoints/step-00000001")])
+def test_a_full_disk_while_writing_the_model_is_one_line_and_leaves_nothing(limit_mb, failing, tiny_bert_dir, data,
+                                                                            tmp_path):
+    """A real write error inside safetensors: the process may write no file larger than the limit,
+    which the tiny model (4 MB) or its checkpoint's optimizer state (8 MB) exceed."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failing write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_mb * 2**20, limit_mb * 2**20))
+
+    out = tmp_path / "run"
+    run = subprocess.run([sys.executable, "-m", "telly.cli", *finetune_args(tiny_bert_dir, data, out)],
+                         capture_output=True, text=True, preexec_fn=limit_file_size, timeout=600)
+    assert run.returncode == 2, run.stderr
+    assert error_line_of(run.stderr) == f"telly: error: File too large: {out / failing}"
+    assert not out.exists()  # it ended before its first checkpoint: nothing half-written, nothing to refuse
+
+
+def test_a_full_disk_while_writing_a_later_checkpoint_keeps_the_earlier_one_whole(tiny_bert_dir, data, tmp_path,
+                                                                                  capsys, monkeypatch):
+    import safetensors
+
+    import telly.checkpoints
+
+    real_save_file = telly.checkpoints.save_file
+
+    def full_disk_at_the_second_checkpoint(tensors, path):
+        if "step-00000002" in str(path) and path.name == "optimizer.safetensors":
+            raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        real_save_file(tensors, path)
+
+    out = tmp_path / "run"
+    argv = finetune_args(tiny_bert_dir, data, out, "--epochs", "2")
+    monkeypatch.setattr(telly.checkpoints, "save_file", full_disk_at_the_second_checkpoint)
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert error_line_of(capsys.readouterr().err) == \
+        f"telly: error: No space left on device: {out / 'checkpoints' / 'step-00000002'}"
+    assert [path.name for path in (out / "checkpoints").iterdir()] == ["step-00000001"]
+    assert not [path for path in out.rglob(".*")]  # no temporary file or folder anywhere
+    monkeypatch.undo()  # space freed
+    assert main([*argv, "--resume"]) == 0 and (out / "metrics.json").is_file()
 
 
 def test_probe_skips_functions_nested_too_deeply_to_walk(tmp_path):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 import random
 import shutil
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from telly.files import json_text, parse_json
+from telly.files import atomic_path, json_text, parse_json, remove_temporaries
 
 CHECKPOINTS = "checkpoints"
 KEEP = 2
@@ -69,30 +68,24 @@ def save_checkpoint(run: Path, model: nn.Module, optimizer, scheduler, state: Tr
     """Write a checkpoint of the run as it stands; returns its folder."""
     folder = Path(run) / CHECKPOINTS
     final = folder / f"{_PREFIX}{state.global_step:08d}"
-    temporary = folder / f".{final.name}.{os.getpid()}.tmp"
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    optimizer_tensors, optimizer_values = _split_optimizer_state(optimizer.state_dict())
-    save_file({name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad},
-              temporary / "model.safetensors")
-    save_file(optimizer_tensors, temporary / "optimizer.safetensors")
-    rng_states, rng_tensors = rng_snapshot()
-    save_file(rng_tensors, temporary / "rng.safetensors")
-    document = {
-        "state": dataclasses.asdict(state),
-        "optimizer": optimizer_values,
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else {},  # empty unless fp16
-        "rng": rng_states,
-        "files": {name: _sha256(temporary / name) for name in _TENSOR_FILES},
-    }
-    (temporary / "state.json").write_text(json_text(document, temporary / "state.json"), encoding="utf-8")
-    for path in temporary.iterdir():
-        _fsync(path)
-    if final.exists():  # the same step saved before a kill: replace it whole
-        shutil.rmtree(final)
-    os.replace(temporary, final)
-    _fsync(folder)
+    # Complete or absent, also on a full disk; the same step saved before a kill is replaced whole.
+    with atomic_path(final) as temporary:
+        temporary.mkdir()
+        optimizer_tensors, optimizer_values = _split_optimizer_state(optimizer.state_dict())
+        save_file({name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad},
+                  temporary / "model.safetensors")
+        save_file(optimizer_tensors, temporary / "optimizer.safetensors")
+        rng_states, rng_tensors = rng_snapshot()
+        save_file(rng_tensors, temporary / "rng.safetensors")
+        document = {
+            "state": dataclasses.asdict(state),
+            "optimizer": optimizer_values,
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {},  # empty unless fp16
+            "rng": rng_states,
+            "files": {name: _sha256(temporary / name) for name in _TENSOR_FILES},
+        }
+        (temporary / "state.json").write_text(json_text(document, final / "state.json"), encoding="utf-8")
     for old in _checkpoints(folder)[KEEP:]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -106,8 +99,7 @@ def load_latest_checkpoint(run: Path, model: nn.Module, optimizer, scheduler,
     Temporary folders of checkpoints that a kill interrupted are removed.
     """
     folder = Path(run) / CHECKPOINTS
-    for unfinished in folder.glob(".*.tmp"):
-        shutil.rmtree(unfinished, ignore_errors=True)
+    remove_temporaries(folder)
     for checkpoint in _checkpoints(folder):
         try:
             document, tensors = _read_verified(checkpoint)
@@ -212,10 +204,3 @@ def _sha256(path: Path) -> str:
             digest.update(block)
     return digest.hexdigest()
 
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

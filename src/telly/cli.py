@@ -10,7 +10,8 @@ import types
 import typing
 from pathlib import Path
 
-from telly.config import GROUPS, FinetuneConfig, flag, flat_fields
+from telly.config import GROUPS, FinetuneConfig, check_numbers, check_seed, flag, flat_fields
+from telly.data.corpus import MAX_FILE_MB
 from telly.data.languages import LANGUAGES
 from telly.errors import UserError
 from telly.study.properties import PROPERTIES
@@ -30,16 +31,18 @@ class Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see '{self.prog} --help')")
 
 
-def add_config_options(parser: argparse.ArgumentParser, exclude: frozenset[str] = frozenset()) -> None:
+def add_config_options(parser: argparse.ArgumentParser, exclude: frozenset[str] = frozenset(),
+                       helps: dict[str, str] | None = None) -> None:
     """One option per FinetuneConfig setting not in `exclude` (flat names or group names), its flat
-    name as `dest`: `max_code_len: int` → `--max-code-len INT`, `lora.rank` → `--lora-rank INT`."""
+    name as `dest`: `max_code_len: int` → `--max-code-len INT`, `lora.rank` → `--lora-rank INT`.
+    `helps` words a setting for this command where it means something else in it (`--out`)."""
     for name, group, field in flat_fields():
         if name in exclude or group in exclude:
             continue
         kind = typing.get_type_hints(GROUPS[group] if group else FinetuneConfig)[field.name]
         if isinstance(kind, types.UnionType):  # `int | None`
             kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
-        help_text = field.metadata["help"]
+        help_text = (helps or {}).get(name, field.metadata["help"])
         if kind is bool:  # a switch that turns its default around: --overwrite, --no-cache
             action = "store_false" if field.default else "store_true"
             parser.add_argument(flag(name, field), dest=name, action=action, help=help_text)
@@ -57,18 +60,23 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
     return FinetuneConfig.from_flat({name: getattr(args, name) for name, _, _ in flat_fields() if hasattr(args, name)})
 
 
-def add_language_option(parser: argparse.ArgumentParser) -> None:
+def add_source_options(parser: argparse.ArgumentParser) -> None:
+    """--language and --max-file-mb, for the commands that read source files."""
     parser.add_argument("--language", choices=list(LANGUAGES), help="the sources' language (default: told by "
                         "the file name endings of the sources; Python's standard library when none are given)")
+    parser.add_argument("--max-file-mb", type=float, default=MAX_FILE_MB, metavar="MB", help="skip (and count) source files "
+                        f"larger than this; files that are not regular files are skipped too (default: {MAX_FILE_MB:g})")
 
 
 def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sources", nargs="*", type=Path, help="source folders, files or .zip archives (default: the "
                         "language's standard sources: this Python's standard library, the JDK's src.zip, Ruby's stdlib)")
-    add_language_option(parser)
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    add_source_options(parser)
+    parser.add_argument("--out", type=Path, required=True, help="data folder to write (one that is not empty is "
+                        "refused unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the data set in --out, in one step")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split by file (default: 0)")
-    parser.set_defaults(handler=run_data_build)
+    parser.set_defaults(handler=run_data_build, after_interrupt="nothing was written; the --out folder is as it was")
 
 
 def build_parser() -> Parser:
@@ -88,7 +96,8 @@ def build_parser() -> Parser:
 
     finetune = commands.add_parser("finetune", help="fine-tune a model on a task (Telly-K with --freeze K)")
     add_config_options(finetune)
-    finetune.set_defaults(handler=run_finetune)
+    finetune.set_defaults(handler=run_finetune, after_interrupt="the same command with --resume continues the run from "
+                          "its last checkpoint; a run stopped before its first one left nothing behind")
 
     probe = commands.add_parser("probe", help="which code properties each layer encodes (lexical, syntactic, structural, semantic)")
     probe.add_argument("--model", help="hub id, local model folder or 'default' (default: the run's model with --run, else 'default')")
@@ -98,7 +107,7 @@ def build_parser() -> Parser:
     probe.add_argument("--functions", type=int, default=2000, help="functions to probe with, 20%% of them held out for testing (default: 2000)")
     probe.add_argument("--sources", type=Path, nargs="+", help="source folders, files or .zip archives (default: the "
                        "language's standard sources)")
-    add_language_option(probe)
+    add_source_options(probe)
     probe.add_argument("--max-length", type=int, default=256, help="max sub-word tokens per function (default: 256)")
     add_study_options(probe, default_out=None)
     probe.set_defaults(run_command=run_probe)
@@ -112,16 +121,20 @@ def build_parser() -> Parser:
     compare.set_defaults(run_command=run_compare)
 
     recommend = commands.add_parser("recommend", help="propose K from a brief fine-tuning (what --freeze auto uses)")
-    add_config_options(recommend, exclude=UNUSED_BY_RECOMMEND)
+    add_config_options(recommend, exclude=UNUSED_BY_RECOMMEND, helps={
+        "out": "folder to write recommendation.json, .md and .png into, and the brief run (brief-run/)"})
     recommend.set_defaults(handler=run_recommend)
 
     sweep = commands.add_parser("sweep", help="full fine-tuning, Telly-K for several K and LoRA, then the report")
-    add_config_options(sweep, exclude=SET_BY_SWEEP)
+    add_config_options(sweep, exclude=SET_BY_SWEEP, helps={
+        "out": "sweep folder to write: a run folder per variant (full, k0, k1, ..., lora) and report.md, .html, .json "
+               "and plots"})
     sweep.add_argument("--ks", default="all", help="the K values: 'all' (0..L-1) or e.g. 0,3,5 (default: all)")
     sweep.add_argument("--lora", action="store_true", help="also run the LoRA baseline (--lora-rank, --lora-alpha, --lora-targets)")
     sweep.add_argument("--executor", default="local", choices=EXECUTORS,
                        help="local: variants one after another, each in its own process; ray: as Ray tasks (default: local)")
-    sweep.set_defaults(handler=run_sweep)
+    sweep.set_defaults(handler=run_sweep, after_interrupt="the same command continues the sweep: finished variants "
+                       "are kept, the others resume from their last checkpoint")
 
     report = commands.add_parser("report", help="compare finished runs (or the runs of a sweep folder) side by side")
     report.add_argument("runs", nargs="+", type=Path, help="run folders or sweep folders")
@@ -157,9 +170,16 @@ def run_study(args: argparse.Namespace) -> None:
     from telly.runtime import resolve_runtime
     from telly.study.representations import FeatureCache, default_cache_dir
 
+    check_option_numbers(args)
     runtime = resolve_runtime(args.device, args.mixed_precision)
     cache = FeatureCache(None if args.no_feature_cache else args.cache_dir or default_cache_dir())
     args.run_command(args, cache, runtime)
+
+
+def check_option_numbers(args: argparse.Namespace) -> None:
+    """The numbers of a command without FinetuneConfig options, checked as FinetuneConfig checks its own."""
+    check_seed(args.seed)
+    check_numbers({"--" + name.replace("_", "-"): value for name, value in vars(args).items()})
 
 
 @contextlib.contextmanager
@@ -233,7 +253,7 @@ def probe_and_write(args: argparse.Namespace, cache, runtime) -> None:
         model_name = args.model or "default"
         model = pretrained_model(model_name, args.trust_remote_code, runtime)
     sources, language = sources_and_language(args.sources, args.language)
-    probe_set = build_probe_set(sources, args.functions, args.seed, language=language)
+    probe_set = build_probe_set(sources, args.functions, args.seed, language=language, max_file_mb=args.max_file_mb)
     properties = PROPERTIES if args.property == "all" else (args.property,)
     report = run_probe_study(model, model_name, probe_set, properties, max_length=args.max_length, seed=args.seed, cache=cache)
     panels = [
@@ -279,8 +299,10 @@ def run_data_build(args: argparse.Namespace) -> None:
 
     if args.task not in BUILDERS:
         raise UserError(f"unknown task {args.task!r}; choose one of: {', '.join(BUILDERS)}")
+    check_option_numbers(args)
     sources, language = sources_and_language(args.sources, args.language)
-    summary = BUILDERS[args.task](sources, args.out, seed=args.seed, language=language)
+    summary = BUILDERS[args.task](sources, args.out, seed=args.seed, language=language, overwrite=args.overwrite,
+                                  max_file_mb=args.max_file_mb)
     print(summary)
     print(f"wrote {args.task} {language} data to {args.out}")
 
@@ -326,15 +348,18 @@ def run_report(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = argparse.Namespace()
+
     def run_command() -> None:
-        args = build_parser().parse_args(argv)
+        build_parser().parse_args(argv, namespace=args)
         args.handler(args)
 
-    return at_the_boundary(run_command)
+    return at_the_boundary(run_command, lambda: getattr(args, "after_interrupt", ""))
 
 
-def at_the_boundary(action: typing.Callable[[], object]) -> int:
-    """Run `action`; a user mistake or a failing environment is one line on stderr and exit code 2."""
+def at_the_boundary(action: typing.Callable[[], object], after_interrupt: typing.Callable[[], str] = lambda: "") -> int:
+    """Run `action`; a user mistake or a failing environment is one line on stderr and exit code 2,
+    Ctrl-C one line (with what the command says about it) and exit code 130."""
     try:
         action()
     except UserError as error:
@@ -346,7 +371,8 @@ def at_the_boundary(action: typing.Callable[[], object]) -> int:
         print(f"telly: error: {error.strerror or error}{where}", file=sys.stderr)
         return USER_ERROR_EXIT
     except KeyboardInterrupt:
-        print("telly: interrupted (telly finetune ... --resume continues a run from its last checkpoint)", file=sys.stderr)
+        hint = after_interrupt()
+        print("telly: interrupted" + (f" ({hint})" if hint else ""), file=sys.stderr)
         return 130
     return 0
 

@@ -5,33 +5,93 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Iterator
 
+from safetensors import SafetensorError
+
 from telly.errors import UserError
 
 
 @contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
-    """Open a temporary file beside `path`; when the block ends cleanly, fsync it and rename it over `path`.
-
-    A plain open (not tempfile, which makes 0600 files) so the result gets the usual permissions.
-    """
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside `path` for the block to write a file or a folder at. When the block
+    ends cleanly its files are fsynced and it is renamed over `path` in one step (a folder already
+    at `path` is removed first); when it fails, it is removed. safetensors reports a failed write (a
+    full disk) as SafetensorError: it becomes the OSError it is, naming `path`. A folder is
+    replaced in two renames; a kill between them leaves the old and the new one complete, as
+    temporaries (`remove_temporaries`), and nothing at `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _remove(temporary)  # left by a killed process of the same id
     try:
-        with open(temporary, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as stream:
-            yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
+        try:
+            yield temporary
+        except SafetensorError as error:
+            raise _os_error(error, path) from None
+        for written in temporary.iterdir() if temporary.is_dir() else [temporary]:
+            _fsync(written)
+        replaced = path.with_name(f".{path.name}.{os.getpid()}.old.tmp")
+        if temporary.is_dir() and path.is_dir():  # a folder is renamed aside, not over: rename(2) wants it empty
+            os.replace(path, replaced)
         os.replace(temporary, path)
+        _fsync(path.parent)
+        _remove(replaced)
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        _remove(temporary)
         raise
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """A temporary file beside `path`, renamed over it when the block ends cleanly (see `atomic_path`).
+
+    A plain open (not tempfile, which makes 0600 files) so the result gets the usual permissions.
+    """
+    with atomic_path(path) as temporary, open(temporary, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as stream:
+        yield stream
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether `path` is what an interrupted write leaves: `atomic_path`'s `.NAME.PID.tmp`, or the
+    `.tmpXXXXXX` file safetensors writes before renaming it."""
+    return path.name.startswith(".") and (path.name.endswith(".tmp") or path.name.startswith(".tmp"))
+
+
+def remove_temporaries(folder: Path, of: str | None = None) -> None:
+    """Remove the temporary files and folders that killed writes left in `folder` (they can be as
+    large as a model, and nothing else ever removes them); with `of`, only those of that name's."""
+    if Path(folder).is_dir():
+        for path in Path(folder).iterdir():
+            if is_temporary(path) and (of is None or path.name.startswith(f".{of}.")):
+                _remove(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _os_error(error: SafetensorError, path: Path) -> Exception:
+    """The OSError behind a SafetensorError like "Error while serializing: I/O error: No space left on
+    device (os error 28)"; the error itself when it was no I/O error."""
+    code = re.search(r"\(os error (\d+)\)", str(error))
+    return OSError(int(code[1]), os.strerror(int(code[1])), str(path)) if code else error
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -102,9 +162,6 @@ def removed_on_failure(folder: Path, worth_keeping: Callable[[Path], bool] = lam
     except BaseException:
         if was_empty and folder.is_dir() and not worth_keeping(folder):
             with suppress(OSError):  # the failure, not the clean-up, is what the user must see
-                if created is not None:
-                    shutil.rmtree(created)
-                else:
-                    for path in folder.iterdir():
-                        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+                for path in [created] if created is not None else folder.iterdir():
+                    _remove(path)
         raise

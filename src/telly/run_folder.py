@@ -20,8 +20,7 @@ from pathlib import Path
 
 from telly.config import AUTO, FinetuneConfig
 from telly.errors import UserError
-from telly.checkpoints import has_checkpoint
-from telly.files import read_json, removed_on_failure, write_json
+from telly.files import read_json, remove_temporaries, removed_on_failure, write_json
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -158,6 +157,8 @@ def opened_run(out: Path, config: FinetuneConfig, processes, model_path: str):
     process (the others wait for it), its log open, its config.json written — or, with --resume,
     checked against the one there. A new run that ends before its first checkpoint, for whatever
     reason, leaves nothing behind."""
+    from telly.checkpoints import has_checkpoint  # torch: not for the light commands that read run folders
+
     if not processes.is_main_process:
         log.setLevel(logging.WARNING)
         processes.wait_for_everyone()  # until the main process has prepared the run folder
@@ -171,9 +172,17 @@ def opened_run(out: Path, config: FinetuneConfig, processes, model_path: str):
         with run_log(out / LOG_FILE, append=config.resume):
             if config.resume and (out / CONFIG_FILE).is_file():
                 check_same_settings(out, config)
+                remove_unfinished_writes(out)
             else:
                 write_config(out, config, model_path)
             yield
+
+
+def remove_unfinished_writes(out: Path) -> None:
+    """Remove what writes that a kill interrupted left in the run folder (a best model's
+    temporary file is as large as the model): when a run resumes, and when it finishes."""
+    for folder in (out, out / BEST_CHECKPOINT.parent, out / SPILL_FOLDER):
+        remove_temporaries(folder)
 
 
 @contextmanager

@@ -17,7 +17,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from telly.checkpoints import has_checkpoint
 from telly.config import FULL_FINETUNING, FinetuneConfig
 from telly.errors import UserError
 from telly.run_folder import is_finished, run_log
@@ -54,6 +53,8 @@ def sweep_variants(num_layers: int, ks: str, lora: bool) -> list[Variant]:
 
 def has_progress(out: Path) -> bool:
     """Whether a sweep folder holds a variant that finished or can resume (what a failed sweep keeps)."""
+    from telly.checkpoints import has_checkpoint  # torch: only once a sweep runs
+
     return any(is_finished(variant) or has_checkpoint(variant) for variant in Path(out).iterdir() if variant.is_dir())
 
 

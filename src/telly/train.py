@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import random
 import resource
 import shutil
@@ -33,12 +32,12 @@ from telly.checkpoints import (
 )
 from telly.config import FULL_FINETUNING, FinetuneConfig
 from telly.errors import UserError
-from telly.files import write_json
+from telly.files import atomic_path, write_json
 from telly.models.cache import FrozenPrefixCache, cache_supported
 from telly.models.freeze import ParamReport, freeze, param_report
 from telly.models.layers import find_backbone
 from telly.models.lora import apply_lora
-from telly.run_folder import BEST_CHECKPOINT, METRICS_FILE, SPILL_FOLDER, RunMetrics
+from telly.run_folder import BEST_CHECKPOINT, METRICS_FILE, SPILL_FOLDER, RunMetrics, remove_unfinished_writes
 from telly.runtime import Runtime
 from telly.tasks import get_task
 from telly.tasks.base import Task, TaskModel
@@ -161,7 +160,7 @@ def train_until_evaluation(run: Training, state: TrainingState) -> None:
                         disable=None)
         for indices in progress:
             record_step(run, state, train_step(run, indices))
-            progress.set_postfix(loss=f"{state.losses_since_evaluation[-1]:.4f}", refresh=False)
+            progress.set_postfix(loss=f"{state.losses_since_evaluation[-1]:.4f}")  # drawn at once: steps are slow
             if run.policy.validates_mid_epoch:
                 evaluation_due = processes_agree_on(run.policy.evaluation_due(state, run.clock.seconds), run)
                 if evaluation_due:
@@ -306,6 +305,7 @@ def test_and_write(run: Training, state: TrainingState, freeze_auto: dict | None
     write_json(run.out / METRICS_FILE, metrics.to_dict())
     remove_checkpoints(run.out)  # the run is complete; metrics.json and best/ are what remains
     shutil.rmtree(run.out / SPILL_FOLDER, ignore_errors=True)
+    remove_unfinished_writes(run.out)
     return metrics
 
 
@@ -433,11 +433,8 @@ def batches(order: list[int], size: int) -> list[list[int]]:
 
 
 def save_model_atomically(model: torch.nn.Module, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    save_model(model, str(temporary))
-    with open(temporary, "rb") as stream:
-        os.fsync(stream.fileno())
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        save_model(model, str(temporary))
 
 
 def prefix_cache(task: Task, model: TaskModel, config: FinetuneConfig, processes) -> FrozenPrefixCache | None:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import start_and_kill
 
+from telly.checkpoints import TrainingState
 from telly.cli import main
 from telly.config import FinetuneConfig, TimeBudgetOptions
 from telly.train import TimeBudget, TrainingClock
@@ -69,3 +70,12 @@ def test_an_interrupted_budget_run_resumes_with_the_time_it_had_spent(tiny_bert_
     metrics = json.loads((out / "metrics.json").read_text())
     assert [entry["train_seconds"] >= 1.5 * number for number, entry in enumerate(metrics["history"], start=1)] == [True, True]
     assert metrics["steps"] > 10  # went on from the checkpoint, not from the start
+
+
+def test_a_run_ends_when_its_time_is_spent_whatever_the_number_of_marks():
+    # With more marks than steps, every step passes one; a budget of 1 s and 4,000,000 marks
+    # trained for minutes, validating after every step, until 4,000,000 validations were done.
+    policy = TimeBudget(seconds=1.0, marks=4_000_000)
+    assert not policy.finished(TrainingState(evaluations_done=3, train_seconds=0.9))
+    assert policy.finished(TrainingState(evaluations_done=4, train_seconds=1.05))
+    assert TimeBudget(seconds=10.0, marks=2).finished(TrainingState(evaluations_done=2, train_seconds=9.99))

@@ -360,14 +360,15 @@ class Epochs(StopPolicy):
 @dataclass(frozen=True)
 class TimeBudget(StopPolicy):
     """Train for `seconds` of training time and validate at `marks` equal fractions of it; the
-    learning rate follows the training clock, not the steps."""
+    learning rate follows the training clock, not the steps. A step that passes several marks
+    validates once, so the run ends when its time is spent, whatever the number of marks."""
 
     seconds: float
     marks: int
     validates_mid_epoch = True
 
     def finished(self, state):
-        return state.evaluations_done >= self.marks
+        return state.evaluations_done >= self.marks or state.train_seconds >= self.seconds
 
     def evaluation_due(self, state, seconds):
         return seconds >= self.seconds * (state.evaluations_done + 1) / self.marks

@@ -355,6 +355,13 @@ def test_user_mistake_is_one_line_and_exit_code_2(case, tiny_bert_dir, data, tmp
     assert "Loading weights" not in stderr and "LOAD REPORT" not in stderr  # transformers' bar and report
 
 
+def test_every_bad_input_case_is_in_the_table():
+    reliability = Path(__file__).parent.parent / "docs" / "RELIABILITY.md"
+    rows = re.findall(r"^\| ([^|*]+?) \| `", reliability.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    assert sorted(rows) == sorted(CASES)
+    assert f"`tests/test_cli_errors.py::CASES`: {len(CASES)} bad" in reliability.read_text(encoding="utf-8")
+
+
 def files_and_contents(folder):
     """Every file and folder under `folder` with a digest of its bytes (None for a folder)."""
     return {str(path.relative_to(folder)): None if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()

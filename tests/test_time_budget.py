@@ -5,33 +5,55 @@ import math
 
 import pytest
 import torch
-from conftest import start_and_kill
 
+import telly.train
 from telly.checkpoints import TrainingState
 from telly.cli import main
 from telly.config import FinetuneConfig, TimeBudgetOptions
 from telly.train import TimeBudget, TrainingClock
 
 
-def test_a_run_trains_for_its_budget_and_validates_at_each_mark(tiny_bert_dir, email_corpus, tmp_path):
+class StepClock:
+    """Training time that advances by one second per training step, whatever the machine's speed;
+    `interrupt_at` makes that step end in Ctrl-C."""
+
+    def __init__(self, monkeypatch):
+        self.seconds, self.steps, self.interrupt_at = 0.0, 0, None
+        real_step = telly.train.train_step
+
+        def step(run, indices):
+            if self.steps + 1 == self.interrupt_at:
+                raise KeyboardInterrupt
+            self.steps += 1
+            self.seconds += 1.0
+            return real_step(run, indices)
+
+        monkeypatch.setattr(telly.train, "train_step", step)
+        monkeypatch.setattr(telly.train, "TrainingClock", lambda: TrainingClock(now=lambda: self.seconds))
+
+
+def budget_argv(model, data, out, budget, marks, *extra):
+    return ["finetune", "--task", "code-search", "--model", str(model), "--data", str(data), "--out", str(out),
+            "--freeze", "1", "--batch-size", "8", "--max-code-len", "32", "--max-nl-len", "16", "--max-eval-examples", "20",
+            "--time-budget", str(budget), "--time-marks", str(marks), *extra]
+
+
+@pytest.mark.parametrize("marks, validated_at", [(3, [1, 2, 3]), (6, [1, 2, 3])])
+def test_a_run_trains_for_its_budget_and_validates_at_each_mark(tiny_bert_dir, email_corpus, tmp_path, monkeypatch,
+                                                               marks, validated_at):
+    # With 6 marks a step of 1 s passes a mark and a half: it validates once, and the run ends on time.
+    StepClock(monkeypatch)
     out = tmp_path / "budget"
-    budget, marks = 3.0, 3
-    assert main([
-        "finetune", "--task", "code-search", "--model", str(tiny_bert_dir), "--data", str(email_corpus),
-        "--out", str(out), "--freeze", "1", "--batch-size", "8", "--max-code-len", "32", "--max-nl-len", "16",
-        "--max-eval-examples", "20", "--time-budget", str(budget), "--time-marks", str(marks),
-    ]) == 0
+    budget = 3.0
+    assert main(budget_argv(tiny_bert_dir, email_corpus, out, budget, marks)) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     history = metrics["history"]
-    assert len(history) == marks
-    for number, entry in enumerate(history, start=1):
-        assert entry["train_seconds"] >= budget * number / marks  # validated once the mark is reached
-    steps = [entry["step"] for entry in history]
-    assert steps == sorted(set(steps)) and steps[-1] == metrics["steps"]
+    assert [entry["step"] for entry in history] == validated_at and metrics["steps"] == validated_at[-1]
+    assert [entry["train_seconds"] for entry in history] == [float(step) for step in validated_at]
     steps_per_epoch = math.ceil(metrics["examples"]["train"] / 8)
     assert metrics["epochs_trained"] == pytest.approx(metrics["steps"] / steps_per_epoch)
     assert len(metrics["epoch_seconds"]) == int(metrics["epochs_trained"])  # finished epochs only
-    assert metrics["train_seconds"] == history[-1]["train_seconds"]
+    assert metrics["train_seconds"] == history[-1]["train_seconds"] == budget
     assert metrics["best_epoch"] in {entry["epoch"] for entry in history}
 
 
@@ -58,18 +80,20 @@ def test_the_clock_counts_only_while_running():
     assert lap >= 0 and clock.seconds == pytest.approx(5.0 + lap)
 
 
-def test_an_interrupted_budget_run_resumes_with_the_time_it_had_spent(tiny_bert_dir, email_corpus, tmp_path):
-    out = tmp_path / "killed"
-    argv = ["finetune", "--task", "code-search", "--model", str(tiny_bert_dir), "--data", str(email_corpus),
-            "--out", str(out), "--freeze", "1", "--batch-size", "8", "--max-code-len", "32", "--max-nl-len", "16",
-            "--max-eval-examples", "20", "--time-budget", "3", "--time-marks", "2", "--checkpoint-every", "5"]
-    start_and_kill(argv, out, "step-00000010")
-    saved = json.loads(next((out / "checkpoints").glob("step-*/state.json")).read_text())["state"]
-    assert saved["train_seconds"] > 0
+def test_an_interrupted_budget_run_resumes_with_the_time_it_had_spent(tiny_bert_dir, email_corpus, tmp_path,
+                                                                     monkeypatch):
+    clock = StepClock(monkeypatch)
+    out = tmp_path / "interrupted"
+    argv = budget_argv(tiny_bert_dir, email_corpus, out, 10, 2, "--checkpoint-every", "3")
+    clock.interrupt_at = 8  # after the checkpoint of step 6 (and the validation at 5 s)
+    assert main(argv) == 130
+    saved = json.loads((out / "checkpoints" / "step-00000006" / "state.json").read_text())["state"]
+    assert saved["train_seconds"] == 6.0
+    clock.interrupt_at, clock.seconds = None, 0.0  # a new process: its clock starts again
     assert main([*argv, "--resume"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert [entry["train_seconds"] >= 1.5 * number for number, entry in enumerate(metrics["history"], start=1)] == [True, True]
-    assert metrics["steps"] > 10  # went on from the checkpoint, not from the start
+    assert [(entry["step"], entry["train_seconds"]) for entry in metrics["history"]] == [(5, 5.0), (10, 10.0)]
+    assert metrics["steps"] == 10  # went on from the checkpoint, not from the start
 
 
 def test_a_run_ends_when_its_time_is_spent_whatever_the_number_of_marks():

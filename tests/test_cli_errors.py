@@ -143,6 +143,11 @@ CASES = {
         lambda m, d, o: ((d / "test.jsonl").write_bytes(b'{"code": "caf\xe9"}\n'), finetune_args(m, d, o))[1],
         r"test\.jsonl line 1: not UTF-8 text",
     ),
+    "report on a metrics.json holding NaN": (
+        lambda m, d, o: (o.mkdir(), (o / "metrics.json").write_text('{"test": {"mrr": Infinity, "r@1": NaN}}'),
+                         ["report", str(o)])[2],
+        r"metrics\.json is not valid JSON: Infinity is not a JSON value",
+    ),
     "report on a truncated metrics.json": (
         lambda m, d, o: (o.mkdir(), (o / "metrics.json").write_text('{"task": "code-se'), ["report", str(o)])[2],
         r"metrics\.json is not valid JSON",
@@ -286,7 +291,8 @@ CASES = {
         lambda m, d, o: ["data", "build", str(d), "--out", str(d), "--overwrite"], r"--out .*data holds the source",
     ),
     "data build with no size limit": (
-        lambda m, d, o: ["data", "build", str(EMAIL), "--out", str(o), "--max-file-mb", "0"], r"--max-file-mb must be > 0",
+        lambda m, d, o: ["data", "build", str(EMAIL), "--out", str(o / "a" / "b"), "--max-file-mb", "0"],
+        r"--max-file-mb must be > 0",
     ),
     "data build with a size limit that is not a number": (
         lambda m, d, o: ["data", "build", str(EMAIL), "--out", str(o), "--max-file-mb", "nan"],

@@ -27,6 +27,8 @@ def test_write_json_writes_standard_json(tmp_path):
     ('{"a": ', "Expecting value"),
     ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
     ('{"a": 1' + "0" * 5000 + "}", "an integer too long to convert"),
+    ('{"test": {"mrr": Infinity}}', "Infinity is not a JSON value"),
+    ('[1, NaN]', "NaN is not a JSON value"),
 ])
 def test_read_json_turns_every_failure_into_one_user_error(tmp_path, text, reason):
     path = tmp_path / "config.json"

@@ -20,8 +20,8 @@ from telly.errors import UserError
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside `path` for the block to write a file or a folder at. When the block
-    ends cleanly its files are fsynced and it is renamed over `path` in one step (a folder already
-    at `path` is removed first); when it fails, it is removed. safetensors reports a failed write (a
+    ends cleanly its files are fsynced and it is renamed over `path` in one step; when it fails, it
+    is removed. safetensors reports a failed write (a
     full disk) as SafetensorError: it becomes the OSError it is, naming `path`. A folder is
     replaced in two renames; a kill between them leaves the old and the new one complete, as
     temporaries (`remove_temporaries`), and nothing at `path`."""
@@ -53,7 +53,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
 
     A plain open (not tempfile, which makes 0600 files) so the result gets the usual permissions.
     """
-    with atomic_path(path) as temporary, open(temporary, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as stream:
+    encoding = {} if "b" in mode else {"encoding": "utf-8"}
+    with atomic_path(path) as temporary, open(temporary, mode, **encoding) as stream:
         yield stream
 
 
@@ -127,13 +128,25 @@ def _non_finite_value(data, where: str = "the value") -> str | None:
     return None
 
 
+class _NotJson(ValueError):
+    pass
+
+
+def _refuse(constant: str):
+    raise _NotJson(f"{constant} is not a JSON value")
+
+
 def parse_json(text: str):
     """The JSON value of `text`. Every way a text can fail to be JSON is a ValueError that says why
-    in a few words: malformed, nested too deeply for Python's parser, or an integer too long to convert."""
+    in a few words: malformed, NaN or Infinity (which Python's json reads, and older telly wrote
+    into the metrics of a run that diverged), nested too deeply for Python's parser, or an integer
+    too long to convert."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_refuse)
     except json.JSONDecodeError as error:
         raise ValueError(error.msg) from None
+    except _NotJson:
+        raise
     except RecursionError:
         raise ValueError("nested too deeply") from None
     except ValueError:  # Python refuses to convert integers of more than 4,300 digits
@@ -160,7 +173,7 @@ def removed_on_failure(folder: Path, worth_keeping: Callable[[Path], bool] = lam
     try:
         yield
     except BaseException:
-        if was_empty and folder.is_dir() and not worth_keeping(folder):
+        if was_empty and not (folder.is_dir() and worth_keeping(folder)):
             with suppress(OSError):  # the failure, not the clean-up, is what the user must see
                 for path in [created] if created is not None else folder.iterdir():
                     _remove(path)

@@ -28,7 +28,7 @@ from telly.data.formats import write_jsonl
 from telly.data.languages import LANGUAGES, Language
 from telly.data.language import CodeFunction
 from telly.errors import UserError
-from telly.files import atomic_path, remove_temporaries
+from telly.files import atomic_path, remove_temporaries, removed_on_failure
 
 # Directories never walked. Test code seldom has docs, and the standard libraries' test
 # directories hold deliberately broken or odd files; site-packages is third-party code.
@@ -154,9 +154,9 @@ def build_code_search(
 
 @contextmanager
 def new_data_folder(out_dir: str | os.PathLike, sources: list[Path], overwrite: bool) -> Iterator[Path]:
-    """A folder for a builder to write a whole data set into, which replaces `out_dir` in one step
-    when the block ends cleanly: a reader (or a build killed half-way) never leaves the splits of
-    two builds side by side. As a run folder, `out_dir` must be absent or empty unless `overwrite`;
+    """A folder for a builder to write a whole data set into, which replaces `out_dir` when the
+    block ends cleanly (see `atomic_path`): a reader, or a build killed half-way, never finds the
+    splits of two builds side by side. As a run folder, `out_dir` must be absent or empty unless `overwrite`;
     it may never hold one of the `sources`, which replacing it would delete."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -167,7 +167,7 @@ def new_data_folder(out_dir: str | os.PathLike, sources: list[Path], overwrite: 
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise UserError(f"data folder {out_dir} is not empty; pass --overwrite to replace it, or choose another --out")
     remove_temporaries(out_dir.parent, of=out_dir.name)  # of builds killed before
-    with atomic_path(out_dir) as folder:
+    with removed_on_failure(out_dir), atomic_path(out_dir) as folder:  # a failed build leaves no parent folders
         folder.mkdir()
         yield folder
 
@@ -278,20 +278,23 @@ def _read_unique_functions(
     return functions_by_file, dict(skipped), duplicates
 
 
-def _source_files(sources: list[Path], suffixes: tuple[str, ...], max_file_mb: float = MAX_FILE_MB) -> list[_SourceFile]:
+def _source_files(
+    sources: list[Path], suffixes: tuple[str, ...], max_file_mb: float = MAX_FILE_MB
+) -> list[_SourceFile]:
     """Every source file with one of `suffixes` to read (at most `max_file_mb` each), in a deterministic order."""
     files = []
     for source in sources:
+        read = functools.partial(_read_file, max_file_mb=max_file_mb)
         if source.is_file() and source.suffix == ".zip":
             files.extend(_files_in_archive(source, suffixes, max_file_mb))
         elif source.is_dir():
             files.extend(
-                _SourceFile(source.name, path.relative_to(source).as_posix(), functools.partial(_read_file, path, max_file_mb))
+                _SourceFile(source.name, path.relative_to(source).as_posix(), functools.partial(read, path))
                 for path in _files_under(source, suffixes)
             )
         elif source.exists():  # a file, or something else given by name: read it if it is a regular file
             if source.name.endswith(suffixes):
-                files.append(_SourceFile(source.parent.name, source.name, functools.partial(_read_file, source, max_file_mb)))
+                files.append(_SourceFile(source.parent.name, source.name, functools.partial(read, source)))
         else:
             raise UserError(f"no such file or directory: {source}")
     return files
@@ -329,8 +332,10 @@ def _files_in_archive(archive_path: Path, suffixes: tuple[str, ...], max_file_mb
          if member.filename.endswith(suffixes) and not SKIPPED_DIR_NAMES.intersection(member.filename.split("/")[:-1])),
         key=lambda member: member.filename,
     )
-    return [_SourceFile(archive_path.stem, member.filename, functools.partial(_read_member, archive, member, max_file_mb))
-            for member in members]
+    return [
+        _SourceFile(archive_path.stem, member.filename, functools.partial(_read_member, archive, member, max_file_mb))
+        for member in members
+    ]
 
 
 class _Skipped(Exception):

@@ -64,8 +64,9 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
     """--language and --max-file-mb, for the commands that read source files."""
     parser.add_argument("--language", choices=list(LANGUAGES), help="the sources' language (default: told by "
                         "the file name endings of the sources; Python's standard library when none are given)")
-    parser.add_argument("--max-file-mb", type=float, default=MAX_FILE_MB, metavar="MB", help="skip (and count) source files "
-                        f"larger than this; files that are not regular files are skipped too (default: {MAX_FILE_MB:g})")
+    parser.add_argument("--max-file-mb", type=float, default=MAX_FILE_MB, metavar="MB",
+                        help="skip (and count) source files larger than this; files that are not regular files are "
+                             f"skipped too (default: {MAX_FILE_MB:g})")
 
 
 def add_build_options(parser: argparse.ArgumentParser) -> None:

@@ -85,7 +85,8 @@ def map_at_r(scores: np.ndarray, groups: Sequence[int] | np.ndarray) -> float:
             continue
         others = np.arange(len(groups)) != query
         relevant = groups[others] == groups[query]
-        order = np.where(np.isfinite(scores[query, others]), -scores[query, others], np.where(relevant, np.inf, -np.inf))
+        row = scores[query, others]
+        order = np.where(np.isfinite(row), -row, np.where(relevant, np.inf, -np.inf))
         ranking = np.lexsort((relevant, order))  # best first; ties: irrelevant first
         hit_ranks = np.flatnonzero(relevant[ranking[:r]]) + 1
         precisions.append(np.sum(np.arange(1, len(hit_ranks) + 1) / hit_ranks) / r)

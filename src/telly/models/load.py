@@ -144,7 +144,8 @@ def _check_weights_match(model: PreTrainedModel, loading_info: dict, source: str
 
     problems = {
         "no weights for": [key for key in loading_info["missing_keys"] if pretrained(key)],
-        "weights the config has no place for:": [key for key in loading_info["unexpected_keys"] if would_be_pretrained(key)],
+        "weights the config has no place for:": [key for key in loading_info["unexpected_keys"]
+                                                 if would_be_pretrained(key)],
         "weights of another shape than the config's for": [key for key, *_ in loading_info["mismatched_keys"]
                                                              if pretrained(key)],
     }
@@ -156,8 +157,11 @@ def _check_weights_match(model: PreTrainedModel, loading_info: dict, source: str
 def _modules(keys: list[str], shown: int = 4) -> str:
     """The modules `keys` belong to, sorted (block 10 after block 9), briefly: a key up to its block
     number (`encoder.layer.4`), else its module."""
+    def natural(key: str) -> list:
+        return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in key.split(".")]
+
     modules = []
-    for key in sorted(keys, key=lambda key: [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in key.split(".")]):
+    for key in sorted(keys, key=natural):
         parts = key.split(".")
         end = next((index + 1 for index, part in enumerate(parts) if part.isdigit()), len(parts) - 1)
         module = ".".join(parts[: max(end, 1)])

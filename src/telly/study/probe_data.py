@@ -72,7 +72,8 @@ def build_probe_set(
         candidates = corpus.functions(split)
         random.Random(f"{seed}:{split}").shuffle(candidates)
         chosen[split] = []
-        with tqdm(total=count, desc=f"labelling {split} functions", unit="function", leave=False, disable=None) as progress:
+        labelled = tqdm(total=count, desc=f"labelling {split} functions", unit="function", leave=False, disable=None)
+        with labelled as progress:
             for function in candidates:
                 if len(chosen[split]) == count:
                     break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -50,6 +51,21 @@ def tiny_bert_dir(tmp_path_factory, tokenizer):
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+class Terminal(io.StringIO):
+    """Stands in for stderr on a terminal, where progress bars draw (tqdm hides them elsewhere)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def on_a_terminal(monkeypatch) -> Terminal:
+    """What is printed to stderr from now on, as if it were a terminal. Called in the test itself:
+    pytest puts its own stderr back between a fixture and the test."""
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    return screen
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,7 @@
 """Every user mistake ends in one line on stderr and exit code 2 — never a traceback."""
 
+import contextlib
+import hashlib
 import json
 import re
 import shutil
@@ -141,6 +143,11 @@ CASES = {
         lambda m, d, o: ((d / "test.jsonl").write_bytes(b'{"code": "caf\xe9"}\n'), finetune_args(m, d, o))[1],
         r"test\.jsonl line 1: not UTF-8 text",
     ),
+    "report on a metrics.json holding NaN": (
+        lambda m, d, o: (o.mkdir(), (o / "metrics.json").write_text('{"test": {"mrr": Infinity, "r@1": NaN}}'),
+                         ["report", str(o)])[2],
+        r"metrics\.json is not valid JSON: Infinity is not a JSON value",
+    ),
     "report on a truncated metrics.json": (
         lambda m, d, o: (o.mkdir(), (o / "metrics.json").write_text('{"task": "code-se'), ["report", str(o)])[2],
         r"metrics\.json is not valid JSON",
@@ -192,6 +199,105 @@ CASES = {
     "freeze auto with LoRA": (
         lambda m, d, o: finetune_args(m, d, o, "--freeze", "auto", "--method", "lora"), r"belong to --method telly",
     ),
+    "a diverged run": (
+        lambda m, d, o: finetune_args(m, d, o, "--lr", "1e30", "--max-train-examples", "16"),
+        r"training diverged: the loss is nan at step 2 \(epoch 1\); start again with a lower --lr than 1e\+30",
+    ),
+    "JSONL line nested too deeply": (
+        lambda m, d, o: (break_line(d / "train.jsonl", 2, "[" * 200_000 + "]" * 200_000), finetune_args(m, d, o))[1],
+        r"train\.jsonl line 2: not valid JSON \(nested too deeply\)",
+    ),
+    "JSONL number too long to convert": (
+        lambda m, d, o: (break_line(d / "test.jsonl", 4, '{"code": 1' + "0" * 5000 + "}"), finetune_args(m, d, o))[1],
+        r"test\.jsonl line 4: not valid JSON \(an integer too long to convert\)",
+    ),
+    "sweep with K out of range": (
+        lambda m, d, o: ["sweep", *finetune_args(m, d, o)[1:], "--ks", "99"], r"--ks: K=99 is out of range",
+    ),
+    "sweep with no K": (
+        lambda m, d, o: ["sweep", *finetune_args(m, d, o)[1:], "--ks", ""], r"--ks must be 'all' or comma-separated integers",
+    ),
+    "compare an unfinished run": (
+        lambda m, d, o: (o.mkdir(), (o / "config.json").write_text("{}"), ["compare", "--run", str(o)])[2],
+        r"is not a finished run \(no metrics\.json\)",
+    ),
+    "time budget that is not a number": (
+        lambda m, d, o: finetune_args(m, d, o, "--time-budget", "nan"), r"--time-budget must be a finite number, got nan",
+    ),
+    "endless time budget": (
+        lambda m, d, o: finetune_args(m, d, o, "--time-budget", "inf"), r"--time-budget must be a finite number, got inf",
+    ),
+    "infinite learning rate": (lambda m, d, o: finetune_args(m, d, o, "--lr", "inf"), r"--lr must be a finite number"),
+    "weight decay that is not a number": (
+        lambda m, d, o: finetune_args(m, d, o, "--weight-decay", "nan"), r"--weight-decay must be a finite number",
+    ),
+    "seed NumPy cannot take": (
+        lambda m, d, o: finetune_args(m, d, o, "--seed", str(2**32)), r"--seed must be in 0\.\.4294967295, got 4294967296",
+    ),
+    "negative probe seed": (
+        lambda m, d, o: ["probe", "--model", str(m), "--seed", "-1", "--out", str(o)], r"--seed must be in 0\.\.",
+    ),
+    "integer too large for any library": (
+        lambda m, d, o: finetune_args(m, d, o, "--epochs", "1" + "0" * 30), r"--epochs must be at most 4,294,967,295 in size",
+    ),
+    "probe length too large": (
+        lambda m, d, o: ["probe", "--model", str(m), "--max-length", "1" + "0" * 20, "--out", str(o)],
+        r"--max-length must be at most 4,294,967,295 in size",
+    ),
+    "code length too short for the special tokens": (
+        lambda m, d, o: finetune_args(m, d, o, "--max-code-len", "1"), r"--max-code-len must be at least 4",
+    ),
+    "query length too short for the special tokens": (
+        lambda m, d, o: finetune_args(m, d, o, "--max-nl-len", "3"), r"--max-nl-len must be at least 4",
+    ),
+    "model folder without tokenizer files": (
+        lambda m, d, o: finetune_args(model_copy(m, d, keep=("config.json", "model.safetensors")), d, o),
+        r"model '.*' has no tokenizer files \(vocab\.txt, tokenizer\.json, \.\.\.\): its tokenizer would know only its 5",
+    ),
+    "config with more layers than the weights": (
+        lambda m, d, o: finetune_args(model_copy(m, d, config={"num_hidden_layers": 6}), d, o),
+        r"its config\.json does not match its weights: no weights for encoder\.layer\.4, encoder\.layer\.5$",
+    ),
+    "config with fewer layers than the weights": (
+        lambda m, d, o: finetune_args(model_copy(m, d, config={"num_hidden_layers": 2}), d, o),
+        r"does not match its weights: weights the config has no place for: encoder\.layer\.2, encoder\.layer\.3$",
+    ),
+    "hidden size other than the weights'": (
+        lambda m, d, o: finetune_args(model_copy(m, d, config={"hidden_size": 64}), d, o),
+        r"does not match its weights: weights of another shape than the config's for embeddings\.LayerNorm, "
+        r"embeddings\.position_embeddings, embeddings\.token_type_embeddings, embeddings\.word_embeddings and 4 more$",
+    ),
+    "truncated weights file": (
+        lambda m, d, o: finetune_args(model_copy(m, d, weights=lambda w: w[: len(w) // 2]), d, o),
+        r"its weights cannot be read \(Error while deserializing header: incomplete metadata",
+    ),
+    "empty weights file": (
+        lambda m, d, o: finetune_args(model_copy(m, d, weights=lambda w: b""), d, o),
+        r"its weights cannot be read \(Error while deserializing header: header too small\)",
+    ),
+    "garbage weights file": (
+        lambda m, d, o: finetune_args(model_copy(m, d, weights=lambda w: bytes(range(256)) * 100), d, o),
+        r"its weights cannot be read \(Error while deserializing header",
+    ),
+    "data build into a run folder": (
+        lambda m, d, o: (o.mkdir(), (o / "metrics.json").write_text("{}"), ["data", "build", str(EMAIL), "--out", str(o)])[2],
+        r"data folder .*run is not empty; pass --overwrite to replace it",
+    ),
+    "data build into another task's data": (
+        lambda m, d, o: ["data", "build", str(EMAIL), "--task", "code-generation", "--out", str(d)],
+        r"data folder .*data is not empty",
+    ),
+    "data build over its own source": (
+        lambda m, d, o: ["data", "build", str(d), "--out", str(d), "--overwrite"], r"--out .*data holds the source",
+    ),
+    "data build with no size limit": (
+        lambda m, d, o: ["data", "build", str(EMAIL), "--out", str(o / "a" / "b"), "--max-file-mb", "0"],
+        r"--max-file-mb must be > 0",
+    ),
+    "data build with a size limit that is not a number": (
+        lambda m, d, o: ["data", "build", str(EMAIL), "--out", str(o), "--max-file-mb", "nan"],
+        r"--max-file-mb must be a finite number",
+    ),
 }
 
 BUILT_FOLDERS = {"clone-detection": "bcb", "code-generation": "concode", "code-completion": "lines"}
@@ -204,6 +310,18 @@ def build(task, data):
 
 def task_args(task, model, data, out):
     return [task if arg == "code-search" else arg for arg in finetune_args(model, data, out)]
+
+
+def model_copy(model, data, keep=None, config=None, weights=None):
+    """A copy of the tiny model folder with only the files in `keep`, its config.json changed by
+    `config`, or its weights' bytes replaced by `weights(bytes)`."""
+    copy = data / "model-copy"
+    shutil.copytree(model, copy, ignore=lambda _, names: [n for n in names if keep and n not in keep])
+    if config:
+        (copy / "config.json").write_text(json.dumps({**json.loads((copy / "config.json").read_text()), **config}))
+    if weights:
+        (copy / "model.safetensors").write_bytes(weights((copy / "model.safetensors").read_bytes()))
+    return copy
 
 
 def save_tiny_bert(folder, tokenizer_source, vocab_size):
@@ -231,6 +349,7 @@ def test_user_mistake_is_one_line_and_exit_code_2(case, tiny_bert_dir, data, tmp
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     make_argv, expected = CASES[case]
     argv = make_argv(tiny_bert_dir, data, tmp_path / "run")
+    before = files_and_contents(tmp_path)
     capsys.readouterr()
     assert main(argv) == 2
     stderr = capsys.readouterr().err
@@ -238,6 +357,21 @@ def test_user_mistake_is_one_line_and_exit_code_2(case, tiny_bert_dir, data, tmp
     assert len(error_lines) == 1, stderr
     assert "Traceback" not in stderr
     assert re.search(expected, error_lines[0]), error_lines[0]
+    assert files_and_contents(tmp_path) == before  # nothing created, changed, lost or half-written
+    assert "Loading weights" not in stderr and "LOAD REPORT" not in stderr  # transformers' bar and report
+
+
+def test_every_bad_input_case_is_in_the_table():
+    reliability = Path(__file__).parent.parent / "docs" / "RELIABILITY.md"
+    rows = re.findall(r"^\| ([^|*]+?) \| `", reliability.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    assert sorted(rows) == sorted(CASES)
+    assert f"`tests/test_cli_errors.py::CASES`: {len(CASES)} bad" in reliability.read_text(encoding="utf-8")
+
+
+def files_and_contents(folder):
+    """Every file and folder under `folder` with a digest of its bytes (None for a folder)."""
+    return {str(path.relative_to(folder)): None if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*"))}
 
 
 def test_a_refused_run_leaves_nothing_behind_so_the_fixed_command_runs(tiny_bert_dir, data, tmp_path):
@@ -246,6 +380,28 @@ def test_a_refused_run_leaves_nothing_behind_so_the_fixed_command_runs(tiny_bert
     assert not out.exists()
     assert main(finetune_args(tiny_bert_dir, data, out, "--freeze", "1")) == 0
     assert (out / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt(), OSError(5, "Input/output error", "somewhere"),
+                                     RuntimeError("a bug")])
+def test_whatever_ends_a_new_run_before_its_first_checkpoint_leaves_no_folder(failure, tiny_bert_dir, data, tmp_path,
+                                                                              monkeypatch):
+    import telly.train
+
+    def fail(*_):
+        raise failure
+
+    out = tmp_path / "runs" / "new"
+    monkeypatch.setattr(telly.train, "train_step", fail)
+    with pytest.raises(RuntimeError) if isinstance(failure, RuntimeError) else contextlib.nullcontext():
+        assert main(finetune_args(tiny_bert_dir, data, out)) == (130 if isinstance(failure, KeyboardInterrupt) else 2)
+    assert not (tmp_path / "runs").exists()  # the parent made for it too
+
+
+def test_the_shortest_sequence_lengths_allowed_train(tiny_bert_dir, data, tmp_path):
+    out = tmp_path / "run"
+    assert main(finetune_args(tiny_bert_dir, data, out, "--max-code-len", "4", "--max-nl-len", "4")) == 0
+    assert json.loads((out / "metrics.json").read_text())["test"]["mrr"] > 0
 
 
 def test_a_full_disk_while_writing_metrics_is_one_line_and_the_run_can_resume(tiny_bert_dir, data, tmp_path, capsys, monkeypatch):
@@ -276,6 +432,60 @@ def test_a_full_disk_while_writing_metrics_is_one_line_and_the_run_can_resume(ti
     monkeypatch.undo()  # space freed: the same command with --resume finishes from the last checkpoint
     assert main([*finetune_args(tiny_bert_dir, data, out), "--resume"]) == 0
     assert json.loads((out / "metrics.json").read_text())["test"]["mrr"] > 0
+
+
+def error_line_of(stderr):
+    [line] = [line for line in stderr.splitlines() if line.startswith("telly: error:")]
+    assert "Traceback" not in stderr
+    return line
+
+
+@pytest.mark.parametrize("limit_mb, failing", [(1, "best/model.safetensors"), (6, "checkpoints/step-00000001")])
+def test_a_full_disk_while_writing_the_model_is_one_line_and_leaves_nothing(limit_mb, failing, tiny_bert_dir, data,
+                                                                            tmp_path):
+    """A real write error inside safetensors: the process may write no file larger than the limit,
+    which the tiny model (4 MB) or its checkpoint's optimizer state (8 MB) exceed."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failing write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_mb * 2**20, limit_mb * 2**20))
+
+    out = tmp_path / "run"
+    run = subprocess.run([sys.executable, "-m", "telly.cli", *finetune_args(tiny_bert_dir, data, out)],
+                         capture_output=True, text=True, preexec_fn=limit_file_size, timeout=600)
+    assert run.returncode == 2, run.stderr
+    assert error_line_of(run.stderr) == f"telly: error: File too large: {out / failing}"
+    assert not out.exists()  # it ended before its first checkpoint: nothing half-written, nothing to refuse
+
+
+def test_a_full_disk_while_writing_a_later_checkpoint_keeps_the_earlier_one_whole(tiny_bert_dir, data, tmp_path,
+                                                                                  capsys, monkeypatch):
+    import safetensors
+
+    import telly.checkpoints
+
+    real_save_file = telly.checkpoints.save_file
+
+    def full_disk_at_the_second_checkpoint(tensors, path):
+        if "step-00000002" in str(path) and path.name == "optimizer.safetensors":
+            raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        real_save_file(tensors, path)
+
+    out = tmp_path / "run"
+    argv = finetune_args(tiny_bert_dir, data, out, "--epochs", "2")
+    monkeypatch.setattr(telly.checkpoints, "save_file", full_disk_at_the_second_checkpoint)
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert error_line_of(capsys.readouterr().err) == \
+        f"telly: error: No space left on device: {out / 'checkpoints' / 'step-00000002'}"
+    assert [path.name for path in (out / "checkpoints").iterdir()] == ["step-00000001"]
+    assert not [path for path in out.rglob(".*")]  # no temporary file or folder anywhere
+    monkeypatch.undo()  # space freed
+    assert main([*argv, "--resume"]) == 0 and (out / "metrics.json").is_file()
 
 
 def test_probe_skips_functions_nested_too_deeply_to_walk(tmp_path):

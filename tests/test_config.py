@@ -81,3 +81,16 @@ def test_recommend_and_sweep_offer_only_the_options_they_use():
     assert {"--auto-freeze-threshold", "--device"} <= recommend
     assert not {"--freeze", "--method", "--auto-freeze-threshold"} & sweep and "--lora-rank" in sweep
     assert {"--freeze", "--no-cache", "--time-marks", "--cache-device-mb"} <= finetune
+
+
+def test_help_says_what_each_option_takes_and_its_default_once():
+    def help_of(command, option):
+        subparser = build_parser()._subparsers._group_actions[0].choices[command]
+        return next(action for action in subparser._actions if option in action.option_strings)
+
+    assert help_of("finetune", "--freeze").metavar == "K|auto"
+    assert help_of("finetune", "--lora-targets").help.count("(default:") == 1
+    assert help_of("finetune", "--lr").help.endswith("(default: 2e-05)")
+    assert help_of("finetune", "--out").help.startswith("run folder")
+    assert help_of("sweep", "--out").help.startswith("sweep folder to write: a run folder per variant")
+    assert help_of("recommend", "--out").help.startswith("folder to write recommendation.json")

@@ -306,3 +306,84 @@ def test_user_errors(tmp_path):
     with pytest.raises(UserError, match="fractions"):
         # valid + test must leave something for train
         build_code_search([tmp_path / "src"], tmp_path / "out", valid_fraction=0.5, test_fraction=.5)
+
+
+# --- Hostile source trees and the data folder ----------------------------------------------------
+
+
+def test_special_files_and_large_files_are_skipped_and_counted(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    write_many_files(tmp_path / "src", count=10)
+    os.mkfifo(tmp_path / "src" / "pipe.py")  # opening it to read would wait for a writer forever
+    (tmp_path / "src" / "zero.py").symlink_to("/dev/zero")  # reading it would never end
+    (tmp_path / "src" / "table.py").write_text('def big():\n    """A generated table."""\n    return 1\n' + "#" * 30_000)
+    # In a process of its own, so that a regression hangs that process, not the test run.
+    build = subprocess.run([sys.executable, "-m", "telly.cli", "data", "build", str(tmp_path / "src"), "--out",
+                            str(tmp_path / "out"), "--max-file-mb", "0.02"], capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr
+    assert "read 13 files (3 skipped: 1 larger than 0.02 MB, 2 not a regular file); " in build.stdout
+    assert "big" not in (tmp_path / "out" / "train.jsonl").read_text()
+
+
+def test_a_tree_thousands_of_folders_deep_is_walked(tmp_path):
+    import os
+
+    write_many_files(tmp_path / "src", count=10)
+    depth = 1500  # deeper than the recursion limit (os.walk recursed once per level), within PATH_MAX
+    top = os.open(tmp_path / "src", os.O_RDONLY)
+    folders = [top]
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=folders[-1])
+            folders.append(os.open("d", os.O_RDONLY, dir_fd=folders[-1]))
+        bottom = os.open("deepest.py", os.O_WRONLY | os.O_CREAT, dir_fd=folders[-1])
+        os.write(bottom, b'def deepest(x):\n    """Found at the bottom of the tree."""\n    return x\n')
+        os.close(bottom)
+        summary = build_code_search([tmp_path / "src"], tmp_path / "out")
+        assert summary.files_seen == 11 and summary.skipped == {}
+        records = [record for split in SPLITS for record in read_jsonl(tmp_path / "out" / f"{split}.jsonl")]
+        assert [record["path"].count("d/") for record in records if record["func_name"] == "deepest"] == [depth]
+    finally:  # removed level by level: shutil.rmtree recurses as deep as the tree
+        os.unlink("deepest.py", dir_fd=folders[-1])
+        for parent, child in zip(folders[-2::-1], folders[:0:-1]):
+            os.close(child)
+            os.rmdir("d", dir_fd=parent)
+        os.close(top)
+
+
+def test_the_data_folder_is_refused_when_not_empty_and_replaced_whole(tmp_path):
+    write_many_files(tmp_path / "src")
+    out = tmp_path / "out"
+    build_code_search([tmp_path / "src"], out, seed=0)
+    first = {split: (out / f"{split}.jsonl").read_bytes() for split in SPLITS}
+    with pytest.raises(UserError, match=r"data folder .*out is not empty; pass --overwrite"):
+        build_code_search([tmp_path / "src"], out, seed=1)
+    build_code_search([tmp_path / "src"], out, seed=1, overwrite=True)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out", "src"]  # no temporary folder left
+    assert {split: (out / f"{split}.jsonl").read_bytes() for split in SPLITS} != first
+    with pytest.raises(UserError, match=r"--out .*src holds the source .*pkg"):
+        build_code_search([tmp_path / "src" / "pkg"], tmp_path / "src", overwrite=True)
+
+
+def test_a_build_interrupted_between_two_splits_leaves_the_earlier_set_whole(tmp_path, monkeypatch, capsys):
+    import telly.data.corpus
+
+    write_many_files(tmp_path / "src")
+    out = tmp_path / "out"
+    build_code_search([tmp_path / "src"], out, seed=0)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    real_write = telly.data.corpus.write_jsonl
+
+    def write_then_interrupt(path, records):
+        real_write(path, records)
+        raise KeyboardInterrupt  # Ctrl-C right after the train split is written
+
+    monkeypatch.setattr(telly.data.corpus, "write_jsonl", write_then_interrupt)
+    capsys.readouterr()
+    assert main(["data", "build", str(tmp_path / "src"), "--out", str(out), "--seed", "1", "--overwrite"]) == 130
+    assert capsys.readouterr().err == "telly: interrupted (nothing was written; the --out folder is as it was)\n"
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before  # not a new train beside the old test
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out", "src"]

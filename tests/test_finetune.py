@@ -1,6 +1,7 @@
 """`telly finetune --task code-search` end to end on a tiny random BERT and real stdlib code."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from transformers import BertModel
 from telly import train as train_module
 from telly.cli import main
 from telly.models.layers import find_backbone
+
+from conftest import on_a_terminal
 
 K = 1
 
@@ -124,3 +127,15 @@ def test_same_seed_gives_the_same_metrics_and_explicit_cpu_is_what_auto_chose(ru
     assert again["test"] == first["test"]
     assert [h["train_loss"] for h in again["history"]] == [h["train_loss"] for h in first["history"]]
     assert (first["device"], again["device"], again["precision"]) == ("cpu", "cpu", "no")
+
+
+def test_training_shows_its_progress_and_hides_transformers_loading_bar(tiny_bert_dir, email_corpus, tmp_path,
+                                                                       monkeypatch):
+    terminal = on_a_terminal(monkeypatch)
+    assert main(["finetune", "--task", "code-search", "--model", str(tiny_bert_dir), "--data", str(email_corpus),
+                 "--out", str(tmp_path / "run"), "--batch-size", "8", "--max-train-examples", "16",
+                 "--max-eval-examples", "8"]) == 0
+    screen = terminal.getvalue()
+    # tqdm's bar over the epoch's steps, redrawn after each with its rate (s/step when slower than 1/s) and loss.
+    assert re.search(r"epoch 1/1: +50%.* 1/2 \[.*(step/s|s/step), loss=\d+\.\d{4}\]", screen), screen
+    assert "Loading weights" not in screen

@@ -347,3 +347,46 @@ def test_classification_metrics_predicts_clone_at_or_above_the_threshold():
     )
     with pytest.raises(ValueError, match="expected 5 scores"):
         classification_metrics(labels, scores[:4], 0.5)
+
+
+# --- Scores that are not numbers (a diverged model) -----------------------------------------------
+
+NAN = float("nan")
+
+
+def test_a_model_that_outputs_nan_is_not_scored_as_perfect():
+    # `scores >= NaN` is false everywhere: a gold NaN must not rank first (this gave MRR 1).
+    scores = np.full((4, 4), NAN)
+    assert gold_ranks(scores).tolist() == [4, 4, 4, 4]
+    assert retrieval_metrics(scores) == {"mrr": 0.25, "r@1": 0.0, "r@5": 1.0, "r@10": 1.0}
+
+
+def test_non_finite_scores_count_against_the_gold_candidate():
+    scores = np.array([
+        [NAN, 0.1, 0.2],  # gold NaN: last place
+        [0.5, 0.9, NAN],  # a NaN rival ranks ahead of the gold: 2nd
+        [0.1, 0.2, 0.3],  # untouched: 1st
+        [0.1, np.inf, 0.3],  # an infinite rival ranks ahead too: 2nd
+    ])
+    assert gold_ranks(scores, gold=np.array([0, 1, 2, 2])).tolist() == [3, 2, 1, 2]
+
+
+def test_map_at_r_ranks_a_nan_relevant_item_last_and_a_nan_irrelevant_item_first():
+    # Query 0's group holds item 1 (R = 1). With NaN for item 1 it is not found; with NaN for the
+    # irrelevant item 2 (and 1 scored well) the NaN item takes the one place that counts.
+    assert map_at_r(np.array([[0, NAN, 0.1], [NAN, 0, 0.1], [0.1, 0.1, 0]]), [0, 0, 1]) == 0.0
+    assert map_at_r(np.array([[0, 0.9, NAN], [0.9, 0, NAN], [NAN, NAN, 0]]), [0, 0, 1]) == 0.0
+    assert map_at_r(np.array([[0, 0.9, 0.1], [0.9, 0, 0.1], [0.1, 0.1, 0]]), [0, 0, 1]) == 1.0
+
+
+def test_a_pair_without_a_finite_score_is_classified_wrongly():
+    labels = [1, 0, 1, 0]
+    scores = [0.9, 0.1, NAN, NAN]
+    # The finite pairs are separated at 0.9; the NaN clone is missed (FN) and the NaN non-clone
+    # is taken for a clone (FP): TP 1, FP 1, FN 1.
+    assert best_threshold(labels, scores) == 0.9
+    assert classification_metrics(labels, scores, 0.9) == pytest.approx(
+        {"precision": 0.5, "recall": 0.5, "f1": 0.5, "threshold": 0.9}
+    )
+    assert best_threshold([1, 0], [NAN, np.inf]) == 0.0  # nothing finite: a finite threshold all the same
+    assert classification_metrics([1, 0], [NAN, NAN], 0.0)["f1"] == 0.0

@@ -1,5 +1,6 @@
 """Probes on synthetic features (only one layer knows the answer), choose_k, and the probe data."""
 
+import re
 import sysconfig
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from telly.study.probe_data import REWRITES, build_probe_set
 from telly.study.probing import Classification, GroupRetrieval, Matching, ProbeData, probe_all_layers
 from telly.study.properties import complexity_class
 from telly.study.recommend import choose_k
+
+from conftest import on_a_terminal
 
 LAYERS, WIDTH = 5, 16
 
@@ -115,3 +118,13 @@ def test_probe_set_is_deterministic_and_keeps_train_and_test_apart(probe_set):
     again = build_probe_set([Path(sysconfig.get_paths()["stdlib"]) / "email"], functions=60, seed=0)
     assert again.train == probe_set.train and again.test == probe_set.test
     assert not {f.code for f in probe_set.train} & {f.code for f in probe_set.test}
+
+
+def test_probing_shows_its_progress(monkeypatch):
+    terminal = on_a_terminal(monkeypatch)
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (40,), generator=generator)
+    probe_all_layers(split(layered_features(torch.randn(40, WIDTH, generator=generator), 1, seed=1), labels, 30),
+                     Classification(2), epochs=1, min_steps=1, description="lexical probes")
+    # Drawn when it starts (later draws depend on the machine's speed): a probe per layer and the weighted one.
+    assert re.search(rf"lexical probes: +0%.* 0/{LAYERS + 1} \[.*probe/s\]", terminal.getvalue())

@@ -134,3 +134,45 @@ def test_checkpoint_restores_model_optimizer_scheduler_and_random_state(tmp_path
     assert fresh_scheduler.get_last_lr() == scheduler.get_last_lr()
     for old, new in zip(optimizer.state.values(), fresh_optimizer.state.values()):
         assert all(torch.equal(old[key], new[key]) for key in ("exp_avg", "exp_avg_sq", "step"))
+
+
+def test_temporary_files_of_interrupted_writes_are_removed_at_resume_and_at_finish(tiny_bert_dir, email_corpus,
+                                                                                   tmp_path, monkeypatch):
+    import telly.train
+
+    real_step = telly.train.train_step
+    steps = []
+
+    def interrupt_after(count):
+        def step(run, indices):
+            if len(steps) == count:
+                raise KeyboardInterrupt
+            steps.append(indices)
+            return real_step(run, indices)
+        return step
+
+    def leave_temporaries():  # what a kill while writing the best model or a checkpoint leaves
+        (out / "best" / ".tmpa1B2c3").write_bytes(b"x" * 1000)  # safetensors' own temporary file
+        (out / "best" / ".model.safetensors.4242.tmp").write_bytes(b"x" * 1000)
+        (out / CHECKPOINTS / ".step-00000099.4242.tmp").mkdir(exist_ok=True)
+        (out / ".metrics.json.4242.tmp").write_text("{")
+
+    def temporaries():
+        return sorted(path.name for path in out.rglob(".*"))
+
+    out = tmp_path / "run"
+    argv = finetune_argv(tiny_bert_dir, email_corpus, out, "--max-train-examples", "8")
+    monkeypatch.setattr(telly.train, "train_step", interrupt_after(3))  # in epoch 2, after the first checkpoint
+    assert main(argv) == 130
+    leave_temporaries()
+    monkeypatch.setattr(telly.train, "train_step", interrupt_after(3))  # resumed, interrupted before its first step
+    assert main([*argv, "--resume"]) == 130
+    assert temporaries() == []
+
+    def step_among_temporaries(run, indices):  # a kill's leftovers appear while the run goes on
+        leave_temporaries()
+        return real_step(run, indices)
+
+    monkeypatch.setattr(telly.train, "train_step", step_among_temporaries)
+    assert main([*argv, "--resume"]) == 0
+    assert temporaries() == []

@@ -19,7 +19,7 @@ from telly.study.representations import control_model, pretrained_model, weights
 from conftest import TINY_LAYERS
 
 EMAIL = Path(sysconfig.get_paths()["stdlib"]) / "email"
-TRAINING = ["--epochs", "1", "--batch-size", "16", "--lr", "1e-3", "--max-code-len", "64", "--max-nl-len", "32",
+TRAINING = ["--batch-size", "16", "--lr", "1e-3", "--max-code-len", "64", "--max-nl-len", "32",
             "--max-eval-examples", "40", "--seed", "1"]
 
 
@@ -145,10 +145,13 @@ def test_recommend_returns_the_largest_k_whose_layers_stay_similar(tiny_bert_dir
 
 
 @pytest.mark.parametrize("threshold, k", [("-1", TINY_LAYERS - 1), ("1.0", -1)])
-def test_freeze_auto_trains_with_the_recommended_k(tiny_bert_dir, email_corpus, tmp_path, threshold, k):
+def test_freeze_auto_trains_with_the_recommended_k(tiny_bert_dir, email_corpus, tmp_path, threshold, k, capsys):
     out = tmp_path / "auto"
     argv = recommend_argv(tiny_bert_dir, email_corpus, out, "finetune", "--freeze", "auto", "--auto-freeze-threshold", threshold)
     assert main(argv) == 0
+    # The brief run's log lines and the run's, each printed once.
+    assert [line.split(" / ")[0] for line in capsys.readouterr().err.splitlines() if line.startswith("data: ")] == \
+        ["data: 32 train", f"data: {len((email_corpus / 'train.jsonl').read_text().splitlines())} train"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["freeze"] == metrics["freeze_auto"]["k"] == k
     assert metrics["freeze_auto"]["reason"]

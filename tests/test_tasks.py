@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from transformers import BertConfig, BertModel, T5Config, T5ForConditionalGeneration
 
 from telly import FinetuneConfig, UserError, freeze, param_report
-from telly.tasks.complete import CodeCompletionTask, context_from_input
+from telly.config import MIN_SEQUENCE_LEN
+from telly.tasks.complete import CompletionExample, CodeCompletionTask, context_from_input
 from telly.tasks.seq2seq import EncoderWithNewDecoder, IGNORE_INDEX, Seq2SeqExample
 from telly.tasks.summarize import CodeSummarizationTask, first_sentence
 
@@ -140,3 +141,23 @@ def test_encoder_as_causal_lm_keeps_its_positions_and_ignores_left_padding(famil
         changed = wrapper(torch.tensor([[5, 6, 7, 9]]), torch.ones_like(ids))
         assert torch.allclose(changed[:, :3], ours[:, :3], atol=1e-6)
         assert not torch.allclose(changed[:, 3], ours[:, 3])
+
+
+@pytest.mark.parametrize("which", ["word_piece", "byte_level"])
+def test_completion_at_the_shortest_length_keeps_context_and_line(which, tokenizer, byte_level_tokenizer):
+    chosen = {"word_piece": tokenizer, "byte_level": byte_level_tokenizer}[which]
+    task = make_task(CodeCompletionTask, chosen, max_code_len=MIN_SEQUENCE_LEN, max_nl_len=MIN_SEQUENCE_LEN)
+    task.start_ids = [chosen.bos_token_id if chosen.bos_token_id is not None else chosen.cls_token_id]
+    task.line_end, task.end_ids = task._line_ends()
+    [row] = task.collate([CompletionExample("def f(items):\n    total = 0\n", "return total")])["labels"].tolist()
+    # start, the context's last token, the line's first token, the line's end
+    assert len(row) == MIN_SEQUENCE_LEN
+    assert row[0] == task.start_ids[0] and row[-len(task.line_end):] == task.line_end
+
+
+def test_a_target_at_the_shortest_length_keeps_text_between_start_and_end(tokenizer):
+    task = make_task(CodeSummarizationTask, tokenizer, max_nl_len=MIN_SEQUENCE_LEN, decoder_layers=1)
+    task.start_id, task.end_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    [row] = task._targets(["Return the total of the items."]).tolist()
+    assert row == [tokenizer.cls_token_id, *tokenizer("return the", add_special_tokens=False)["input_ids"],
+                   tokenizer.sep_token_id]

@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import SECONDS_PER_STEP, start_and_kill
 
+from telly.checkpoints import TrainingState
 from telly.cli import main
 from telly.config import FinetuneConfig, TimeBudgetOptions
 from telly.train import TimeBudget, TrainingClock
@@ -29,6 +30,16 @@ def test_a_run_trains_for_its_budget_and_validates_at_each_mark(tiny_bert_dir, e
     assert (metrics["steps"], metrics["train_seconds"], metrics["epochs_trained"]) == (12, 3.0, 2.4)
     assert metrics["epoch_seconds"] == [1.25, 1.25]  # finished epochs only
     assert metrics["best_epoch"] in {1, 2, 3}
+
+
+def test_with_more_marks_than_steps_each_step_validates_once_and_the_run_ends_on_time(tiny_bert_dir, email_corpus,
+                                                                                       tmp_path, step_clock):
+    """24 marks in 3 s of 0.25 s steps: every step passes two marks, validates once, and step 12 ends the run."""
+    out = tmp_path / "many-marks"
+    assert main(budget_argv(tiny_bert_dir, email_corpus, out, 3.0, 24)) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [entry["step"] for entry in metrics["history"]] == list(range(1, 13))
+    assert (metrics["steps"], metrics["train_seconds"]) == (12, 3.0)
 
 
 @pytest.mark.parametrize("seconds, factor", [(0.0, 0.0), (5.0, 0.5), (10.0, 1.0), (55.0, 0.5), (100.0, 0.0), (150.0, 0.0)])
@@ -69,3 +80,12 @@ def test_an_interrupted_budget_run_resumes_with_the_time_it_had_spent(tiny_bert_
     metrics = json.loads((out / "metrics.json").read_text())
     assert [(entry["step"], entry["train_seconds"]) for entry in metrics["history"]] == [(12, 3.0), (24, 6.0)]
     assert f"resuming from step-{saved[-1]['global_step']:08d}" in (out / "log.txt").read_text()
+
+
+def test_a_run_ends_when_its_time_is_spent_whatever_the_number_of_marks():
+    # With more marks than steps, every step passes one; a budget of 1 s and 4,000,000 marks
+    # trained for minutes, validating after every step, until 4,000,000 validations were done.
+    policy = TimeBudget(seconds=1.0, marks=4_000_000)
+    assert not policy.finished(TrainingState(evaluations_done=3, train_seconds=0.9))
+    assert policy.finished(TrainingState(evaluations_done=4, train_seconds=1.05))
+    assert TimeBudget(seconds=10.0, marks=2).finished(TrainingState(evaluations_done=2, train_seconds=9.99))

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
-import os
 import random
 import shutil
 from dataclasses import dataclass, field
@@ -28,6 +26,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from telly.files import atomic_path, json_text, parse_json, remove_temporaries
 
 CHECKPOINTS = "checkpoints"
 KEEP = 2
@@ -50,7 +50,7 @@ class TrainingState:
     train_seconds: float = 0.0  # all training so far (evaluation not counted)
     evaluations_done: int = 0
     history: list[dict] = field(default_factory=list)
-    best_score: float = -float("inf")
+    best_score: float | None = None  # None until the first evaluation
     best_epoch: int = 0
     best_valid: dict | None = None
     zero_shot: dict | None = None
@@ -68,30 +68,24 @@ def save_checkpoint(run: Path, model: nn.Module, optimizer, scheduler, state: Tr
     """Write a checkpoint of the run as it stands; returns its folder."""
     folder = Path(run) / CHECKPOINTS
     final = folder / f"{_PREFIX}{state.global_step:08d}"
-    temporary = folder / f".{final.name}.{os.getpid()}.tmp"
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    optimizer_tensors, optimizer_values = _split_optimizer_state(optimizer.state_dict())
-    save_file({name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad},
-              temporary / "model.safetensors")
-    save_file(optimizer_tensors, temporary / "optimizer.safetensors")
-    rng_states, rng_tensors = rng_snapshot()
-    save_file(rng_tensors, temporary / "rng.safetensors")
-    document = {
-        "state": dataclasses.asdict(state),
-        "optimizer": optimizer_values,
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else {},  # empty unless fp16
-        "rng": rng_states,
-        "files": {name: _sha256(temporary / name) for name in _TENSOR_FILES},
-    }
-    (temporary / "state.json").write_text(json.dumps(document), encoding="utf-8")
-    for path in temporary.iterdir():
-        _fsync(path)
-    if final.exists():  # the same step saved before a kill: replace it whole
-        shutil.rmtree(final)
-    os.replace(temporary, final)
-    _fsync(folder)
+    # Complete or absent, also on a full disk; the same step saved before a kill is replaced whole.
+    with atomic_path(final) as temporary:
+        temporary.mkdir()
+        optimizer_tensors, optimizer_values = _split_optimizer_state(optimizer.state_dict())
+        save_file({name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad},
+                  temporary / "model.safetensors")
+        save_file(optimizer_tensors, temporary / "optimizer.safetensors")
+        rng_states, rng_tensors = rng_snapshot()
+        save_file(rng_tensors, temporary / "rng.safetensors")
+        document = {
+            "state": dataclasses.asdict(state),
+            "optimizer": optimizer_values,
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {},  # empty unless fp16
+            "rng": rng_states,
+            "files": {name: _sha256(temporary / name) for name in _TENSOR_FILES},
+        }
+        (temporary / "state.json").write_text(json_text(document, final / "state.json"), encoding="utf-8")
     for old in _checkpoints(folder)[KEEP:]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -105,8 +99,7 @@ def load_latest_checkpoint(run: Path, model: nn.Module, optimizer, scheduler,
     Temporary folders of checkpoints that a kill interrupted are removed.
     """
     folder = Path(run) / CHECKPOINTS
-    for unfinished in folder.glob(".*.tmp"):
-        shutil.rmtree(unfinished, ignore_errors=True)
+    remove_temporaries(folder)
     for checkpoint in _checkpoints(folder):
         try:
             document, tensors = _read_verified(checkpoint)
@@ -154,6 +147,11 @@ def restore_rng(states: dict, tensors: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda_states)
 
 
+def has_checkpoint(run: Path) -> bool:
+    """Whether the run folder holds a complete checkpoint to resume from."""
+    return bool(_checkpoints(Path(run) / CHECKPOINTS))
+
+
 def remove_checkpoints(run: Path) -> None:
     shutil.rmtree(Path(run) / CHECKPOINTS, ignore_errors=True)
 
@@ -167,14 +165,14 @@ def _checkpoints(folder: Path) -> list[Path]:
 
 def _read_verified(checkpoint: Path) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
     try:
-        document = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+        document = parse_json((checkpoint / "state.json").read_text(encoding="utf-8"))
         for name, digest in document["files"].items():
             if _sha256(checkpoint / name) != digest:
                 raise CorruptCheckpoint(f"{name} does not match its recorded hash")
         tensors = {name.removesuffix(".safetensors"): load_file(checkpoint / name) for name in _TENSOR_FILES}
     except CorruptCheckpoint:
         raise
-    except (OSError, ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise CorruptCheckpoint(f"{type(error).__name__}: {error}") from None
     return document, tensors
 
@@ -206,10 +204,3 @@ def _sha256(path: Path) -> str:
             digest.update(block)
     return digest.hexdigest()
 
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

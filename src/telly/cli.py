@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 import types
 import typing
 from pathlib import Path
 
-from telly.config import GROUPS, FinetuneConfig, flag, flat_fields
+from telly.config import GROUPS, FinetuneConfig, check_numbers, check_seed, flag, flat_fields
+from telly.data.corpus import MAX_FILE_MB
 from telly.data.languages import LANGUAGES
 from telly.errors import UserError
 from telly.study.properties import PROPERTIES
@@ -29,16 +31,18 @@ class Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see '{self.prog} --help')")
 
 
-def add_config_options(parser: argparse.ArgumentParser, exclude: frozenset[str] = frozenset()) -> None:
+def add_config_options(parser: argparse.ArgumentParser, exclude: frozenset[str] = frozenset(),
+                       helps: dict[str, str] | None = None) -> None:
     """One option per FinetuneConfig setting not in `exclude` (flat names or group names), its flat
-    name as `dest`: `max_code_len: int` → `--max-code-len INT`, `lora.rank` → `--lora-rank INT`."""
+    name as `dest`: `max_code_len: int` → `--max-code-len INT`, `lora.rank` → `--lora-rank INT`.
+    `helps` words a setting for this command where it means something else in it (`--out`)."""
     for name, group, field in flat_fields():
         if name in exclude or group in exclude:
             continue
         kind = typing.get_type_hints(GROUPS[group] if group else FinetuneConfig)[field.name]
         if isinstance(kind, types.UnionType):  # `int | None`
             kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
-        help_text = field.metadata["help"]
+        help_text = (helps or {}).get(name, field.metadata["help"])
         if kind is bool:  # a switch that turns its default around: --overwrite, --no-cache
             action = "store_false" if field.default else "store_true"
             parser.add_argument(flag(name, field), dest=name, action=action, help=help_text)
@@ -56,18 +60,24 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
     return FinetuneConfig.from_flat({name: getattr(args, name) for name, _, _ in flat_fields() if hasattr(args, name)})
 
 
-def add_language_option(parser: argparse.ArgumentParser) -> None:
+def add_source_options(parser: argparse.ArgumentParser) -> None:
+    """--language and --max-file-mb, for the commands that read source files."""
     parser.add_argument("--language", choices=list(LANGUAGES), help="the sources' language (default: told by "
                         "the file name endings of the sources; Python's standard library when none are given)")
+    parser.add_argument("--max-file-mb", type=float, default=MAX_FILE_MB, metavar="MB",
+                        help="skip (and count) source files larger than this; files that are not regular files are "
+                             f"skipped too (default: {MAX_FILE_MB:g})")
 
 
 def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sources", nargs="*", type=Path, help="source folders, files or .zip archives (default: the "
                         "language's standard sources: this Python's standard library, the JDK's src.zip, Ruby's stdlib)")
-    add_language_option(parser)
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    add_source_options(parser)
+    parser.add_argument("--out", type=Path, required=True, help="data folder to write (one that is not empty is "
+                        "refused unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the data set in --out, in one step")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split by file (default: 0)")
-    parser.set_defaults(handler=run_data_build)
+    parser.set_defaults(handler=run_data_build, after_interrupt="nothing was written; the --out folder is as it was")
 
 
 def build_parser() -> Parser:
@@ -87,7 +97,8 @@ def build_parser() -> Parser:
 
     finetune = commands.add_parser("finetune", help="fine-tune a model on a task (Telly-K with --freeze K)")
     add_config_options(finetune)
-    finetune.set_defaults(handler=run_finetune)
+    finetune.set_defaults(handler=run_finetune, after_interrupt="the same command with --resume continues the run from "
+                          "its last checkpoint; a run stopped before its first one left nothing behind")
 
     probe = commands.add_parser("probe", help="which code properties each layer encodes (lexical, syntactic, structural, semantic)")
     probe.add_argument("--model", help="hub id, local model folder or 'default' (default: the run's model with --run, else 'default')")
@@ -97,7 +108,7 @@ def build_parser() -> Parser:
     probe.add_argument("--functions", type=int, default=2000, help="functions to probe with, 20%% of them held out for testing (default: 2000)")
     probe.add_argument("--sources", type=Path, nargs="+", help="source folders, files or .zip archives (default: the "
                        "language's standard sources)")
-    add_language_option(probe)
+    add_source_options(probe)
     probe.add_argument("--max-length", type=int, default=256, help="max sub-word tokens per function (default: 256)")
     add_study_options(probe, default_out=None)
     probe.set_defaults(run_command=run_probe)
@@ -111,18 +122,22 @@ def build_parser() -> Parser:
     compare.set_defaults(run_command=run_compare)
 
     recommend = commands.add_parser("recommend", help="propose K from a brief fine-tuning (what --freeze auto uses)")
-    add_config_options(recommend, exclude=UNUSED_BY_RECOMMEND)
+    add_config_options(recommend, exclude=UNUSED_BY_RECOMMEND, helps={
+        "out": "folder to write recommendation.json, .md and .png into, and the brief run (brief-run/)"})
     recommend.set_defaults(handler=run_recommend)
 
     sweep = commands.add_parser("sweep", help="full fine-tuning, Telly-K for several K and LoRA, then the report")
-    add_config_options(sweep, exclude=SET_BY_SWEEP)
+    add_config_options(sweep, exclude=SET_BY_SWEEP, helps={
+        "out": "sweep folder to write: a run folder per variant (full, k0, k1, ..., lora) and report.md, .html, .json "
+               "and plots"})
     sweep.add_argument("--ks", default="all", help="the K values: 'all' (0..L-1) or e.g. 0,3,5 (default: all)")
     sweep.add_argument("--lora", action="store_true", help="also run the LoRA baseline (--lora-rank, --lora-alpha, --lora-targets)")
     sweep.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3: every variant runs once per seed and the "
                        "report gives means with 95%% intervals (default: --seed alone)")
     sweep.add_argument("--executor", default="local", choices=EXECUTORS,
                        help="local: variants one after another, each in its own process; ray: as Ray tasks (default: local)")
-    sweep.set_defaults(handler=run_sweep)
+    sweep.set_defaults(handler=run_sweep, after_interrupt="the same command continues the sweep: finished variants "
+                       "are kept, the others resume from their last checkpoint")
 
     report = commands.add_parser("report", help="compare finished runs (or the runs of a sweep folder) side by side")
     report.add_argument("runs", nargs="+", type=Path, help="run folders or sweep folders")
@@ -154,24 +169,36 @@ def add_device_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_study(args: argparse.Namespace) -> None:
-    """Shared by probe and compare: check the device, the output folder and the cache, then run the command."""
+    """Shared by probe and compare: check the device and the cache, then run the command."""
     from telly.runtime import resolve_runtime
     from telly.study.representations import FeatureCache, default_cache_dir
 
+    check_option_numbers(args)
     runtime = resolve_runtime(args.device, args.mixed_precision)
-    if args.out is not None:
-        check_output_folder(args.out)
     cache = FeatureCache(None if args.no_feature_cache else args.cache_dir or default_cache_dir())
     args.run_command(args, cache, runtime)
 
 
-def check_output_folder(out: Path) -> None:
+def check_option_numbers(args: argparse.Namespace) -> None:
+    """The numbers of a command without FinetuneConfig options, checked as FinetuneConfig checks its own."""
+    check_seed(args.seed)
+    check_numbers({"--" + name.replace("_", "-"): value for name, value in vars(args).items()})
+
+
+@contextlib.contextmanager
+def output_folder(out: Path, worth_keeping: typing.Callable[[Path], bool] = lambda folder: False):
+    """`out`, created up front (so a folder that cannot be written fails before the work), for the
+    block to write results into; if the block fails, a folder it created is removed again."""
+    from telly.files import removed_on_failure
+
     if out.exists() and not out.is_dir():
         raise UserError(f"output path is a file, not a folder: {out}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create output folder {out}: {error.strerror}") from None
+    with removed_on_failure(out, worth_keeping):
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"cannot create output folder {out}: {error.strerror}") from None
+        yield out
 
 
 def write_results(out: Path, name: str, report: dict, markdown: str, panels, title: str) -> None:
@@ -206,14 +233,19 @@ def sources_and_language(sources: list[Path] | None, language: str | None) -> tu
 
 
 def run_probe(args: argparse.Namespace, cache, runtime) -> None:
-    from telly.study.probe import probe_markdown, run_probe_study
-    from telly.study.probe_data import build_probe_set
-    from telly.study.representations import control_model, pretrained_model, run_models
-
     if args.run and args.control:
         raise UserError("--run and --control exclude each other: a control is a random model, not a trained one")
     if args.max_length < 8:
         raise UserError(f"--max-length must be at least 8, got {args.max_length}")
+    with output_folder(args.out):
+        probe_and_write(args, cache, runtime)
+
+
+def probe_and_write(args: argparse.Namespace, cache, runtime) -> None:
+    from telly.study.probe import probe_markdown, run_probe_study
+    from telly.study.probe_data import build_probe_set
+    from telly.study.representations import control_model, pretrained_model, run_models
+
     if args.run:
         run = run_models(args.run, args.model, runtime)
         model_name, model = run.config.model, run.finetuned
@@ -224,7 +256,7 @@ def run_probe(args: argparse.Namespace, cache, runtime) -> None:
         model_name = args.model or "default"
         model = pretrained_model(model_name, args.trust_remote_code, runtime)
     sources, language = sources_and_language(args.sources, args.language)
-    probe_set = build_probe_set(sources, args.functions, args.seed, language=language)
+    probe_set = build_probe_set(sources, args.functions, args.seed, language=language, max_file_mb=args.max_file_mb)
     properties = PROPERTIES if args.property == "all" else (args.property,)
     report = run_probe_study(model, model_name, probe_set, properties, max_length=args.max_length, seed=args.seed, cache=cache)
     panels = [
@@ -241,12 +273,11 @@ def run_compare(args: argparse.Namespace, cache, runtime) -> None:
         raise UserError("pass --out to compare several runs (one table and plot for all)")
     if args.data is not None and len(args.run) > 1:
         raise UserError("--data replaces one run's data folder; compare several runs without it")
-    out = args.out or args.run[0] / "compare"
-    check_output_folder(out)
-    comparisons = [compare_run(run, args.model, args.inputs, data=args.data, cache=cache, runtime=runtime)
-                   for run in args.run]
-    write_results(out, "compare", {"comparisons": comparisons}, compare_markdown(comparisons),
-                  compare_panels(comparisons), "representational similarity per layer")
+    with output_folder(args.out or args.run[0] / "compare") as out:
+        comparisons = [compare_run(run, args.model, args.inputs, data=args.data, cache=cache, runtime=runtime)
+                       for run in args.run]
+        write_results(out, "compare", {"comparisons": comparisons}, compare_markdown(comparisons),
+                      compare_panels(comparisons), "representational similarity per layer")
 
 
 def run_recommend(args: argparse.Namespace) -> None:
@@ -255,15 +286,15 @@ def run_recommend(args: argparse.Namespace) -> None:
 
     config = config_from_args(args)
     runtime = resolve_runtime(config.device, config.mixed_precision, start_processes(config.device))
-    out = Path(config.out)
-    check_output_folder(out)
-    recommendation = recommend_k(config, out, runtime)
-    panel = ("similarity to the pre-trained model", recommendation.measure.upper(), {
-        recommendation.measure.upper(): recommendation.similarities,
-        "threshold": [recommendation.threshold] * len(recommendation.similarities),
-    })
-    markdown = recommendation_markdown(recommendation, config.task, config.model)
-    write_results(out, "recommendation", recommendation.to_dict(), markdown, [panel], f"recommended K={recommendation.k}")
+    with output_folder(Path(config.out)) as out:
+        recommendation = recommend_k(config, out, runtime)
+        panel = ("similarity to the pre-trained model", recommendation.measure.upper(), {
+            recommendation.measure.upper(): recommendation.similarities,
+            "threshold": [recommendation.threshold] * len(recommendation.similarities),
+        })
+        markdown = recommendation_markdown(recommendation, config.task, config.model)
+        write_results(out, "recommendation", recommendation.to_dict(), markdown, [panel],
+                      f"recommended K={recommendation.k}")
 
 
 def run_data_build(args: argparse.Namespace) -> None:
@@ -271,8 +302,10 @@ def run_data_build(args: argparse.Namespace) -> None:
 
     if args.task not in BUILDERS:
         raise UserError(f"unknown task {args.task!r}; choose one of: {', '.join(BUILDERS)}")
+    check_option_numbers(args)
     sources, language = sources_and_language(args.sources, args.language)
-    summary = BUILDERS[args.task](sources, args.out, seed=args.seed, language=language)
+    summary = BUILDERS[args.task](sources, args.out, seed=args.seed, language=language, overwrite=args.overwrite,
+                                  max_file_mb=args.max_file_mb)
     print(summary)
     print(f"wrote {args.task} {language} data to {args.out}")
 
@@ -289,17 +322,16 @@ def run_sweep(args: argparse.Namespace) -> None:
     from telly.models.layers import find_backbone
     from telly.models.load import encoder_class, load_pretrained
     from telly.report import load_run, write_report
+    from telly.sweep import has_progress, sweep_variants
     from telly.sweep import run_sweep as run_variants
-    from telly.sweep import sweep_variants
 
     base = config_from_args(args)
-    out = Path(base.out)
-    check_output_folder(out)
-    num_layers = find_backbone(load_pretrained(base.model, trust_remote_code=base.trust_remote_code,
-                                               model_class=encoder_class)[0]).num_layers
-    variants = sweep_variants(num_layers, args.ks, args.lora, args.seeds)
-    folders = run_variants(base, out, variants, args.executor)
-    markdown = write_report([load_run(folder) for folder in folders], out, f"{base.task} on {base.model}: sweep")
+    with output_folder(Path(base.out), worth_keeping=has_progress) as out:
+        num_layers = find_backbone(load_pretrained(base.model, trust_remote_code=base.trust_remote_code,
+                                                   model_class=encoder_class)[0]).num_layers
+        variants = sweep_variants(num_layers, args.ks, args.lora, args.seeds)
+        folders = run_variants(base, out, variants, args.executor)
+        markdown = write_report([load_run(folder) for folder in folders], out, f"{base.task} on {base.model}: sweep")
     print(markdown, end="")
     print(f"wrote {out}/report.md, .html, .json and plots")
 
@@ -313,21 +345,24 @@ def run_report(args: argparse.Namespace) -> None:
     if out is None:
         print(comparison_table(runs), end="")
         return
-    check_output_folder(out)
-    print(write_report(runs, out, f"{runs[0].metrics.task}: {', '.join(run.name for run in runs)}"), end="")
+    with output_folder(out):
+        print(write_report(runs, out, f"{runs[0].metrics.task}: {', '.join(run.name for run in runs)}"), end="")
     print(f"wrote {out}/report.md, .html, .json and plots")
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = argparse.Namespace()
+
     def run_command() -> None:
-        args = build_parser().parse_args(argv)
+        build_parser().parse_args(argv, namespace=args)
         args.handler(args)
 
-    return at_the_boundary(run_command)
+    return at_the_boundary(run_command, lambda: getattr(args, "after_interrupt", ""))
 
 
-def at_the_boundary(action: typing.Callable[[], object]) -> int:
-    """Run `action`; a user mistake or a failing environment is one line on stderr and exit code 2."""
+def at_the_boundary(action: typing.Callable[[], object], after_interrupt: typing.Callable[[], str] = lambda: "") -> int:
+    """Run `action`; a user mistake or a failing environment is one line on stderr and exit code 2,
+    Ctrl-C one line (with what the command says about it) and exit code 130."""
     try:
         action()
     except UserError as error:
@@ -339,7 +374,8 @@ def at_the_boundary(action: typing.Callable[[], object]) -> int:
         print(f"telly: error: {error.strerror or error}{where}", file=sys.stderr)
         return USER_ERROR_EXIT
     except KeyboardInterrupt:
-        print("telly: interrupted (telly finetune ... --resume continues a run from its last checkpoint)", file=sys.stderr)
+        hint = after_interrupt()
+        print("telly: interrupted" + (f" ({hint})" if hint else ""), file=sys.stderr)
         return 130
     return 0
 

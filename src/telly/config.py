@@ -10,6 +10,7 @@ so the options and the Python API cannot drift apart: a group's field `rank` of 
 from __future__ import annotations
 
 import dataclasses
+import math
 from argparse import ArgumentTypeError
 from dataclasses import dataclass, field
 
@@ -20,6 +21,12 @@ AUTO = "auto"  # --freeze auto: K chosen by a brief run (telly.study.recommend)
 METHODS = ("telly", "lora")
 PRECISIONS = ("no", "bf16", "fp16")
 SIMILARITY_MEASURES = ("rsa", "cka")
+# The largest integer setting, as NumPy's seeds (32-bit) allow; the Rust tokenizers overflow at
+# 2**64 and torch at 2**63, and argparse lets any size through.
+INT_LIMIT = 2**32 - 1
+# The shortest --max-*-len: a start and an end token ([CLS] and [SEP], <s> and </s>) and two of the
+# text's (completion gives half to the line to complete, with its end).
+MIN_SEQUENCE_LEN = 4
 
 
 def parse_freeze(value: str) -> int | str:
@@ -51,6 +58,7 @@ class LoraOptions:
     targets: str = option("", "comma-separated module names LoRA adapts (default: the family's attention projections)")
 
     def __post_init__(self) -> None:
+        check_numbers(_options_of(self))
         _require_positive("lora_rank", self.rank)
         _require_positive("lora_alpha", self.alpha)
 
@@ -69,6 +77,7 @@ class AutoFreezeOptions:
     measure: str = option("rsa", "--freeze auto: similarity measure, rsa or cka")
 
     def __post_init__(self) -> None:
+        check_numbers(_options_of(self))
         _require_positive("auto_freeze_examples", self.examples)
         if self.inputs < 3:
             raise UserError(f"--auto-freeze-inputs must be at least 3, got {self.inputs}")
@@ -89,6 +98,7 @@ class CacheOptions:
     device_mb: int = option(2048, "MB of activation-cache states kept on a GPU before host memory (ignored on the CPU)")
 
     def __post_init__(self) -> None:
+        check_numbers(_options_of(self))
         _require_positive("cache_memory_mb", self.memory_mb)
         if self.device_mb < 0:
             raise UserError(f"--cache-device-mb must be >= 0, got {self.device_mb}")
@@ -103,6 +113,7 @@ class TimeBudgetOptions:
     marks: int = option(4, "--time-budget: validate at this many equal fractions of the budget", flag="--time-marks")
 
     def __post_init__(self) -> None:
+        check_numbers(_options_of(self))
         if self.seconds is not None:
             _require_positive("time_budget", self.seconds)
         _require_positive("time_marks", self.marks)
@@ -155,9 +166,14 @@ class FinetuneConfig:
         for name in ("task", "data", "out"):
             if not getattr(self, name):
                 raise UserError(f"--{name.replace('_', '-')} is required")
-        for name in ("epochs", "batch_size", "eval_batch_size", "max_code_len", "max_nl_len", "max_target_len",
-                     "beam_size", "decoder_layers"):
+        check_seed(self.seed)
+        check_numbers(_options_of(self))
+        for name in ("epochs", "batch_size", "eval_batch_size", "beam_size", "decoder_layers"):
             _require_positive(name, getattr(self, name))
+        for name in ("max_code_len", "max_nl_len", "max_target_len"):
+            if getattr(self, name) < MIN_SEQUENCE_LEN:
+                raise UserError(f"--{name.replace('_', '-')} must be at least {MIN_SEQUENCE_LEN} (room for the "
+                                f"tokenizer's start and end tokens and some text), got {getattr(self, name)}")
         for name in ("max_train_examples", "max_eval_examples"):
             if getattr(self, name) is not None:
                 _require_positive(name, getattr(self, name))
@@ -231,6 +247,31 @@ def flag(name: str, option: dataclasses.Field) -> str:
     return option.metadata.get("flag") or "--" + name.replace("_", "-")
 
 
+def check_numbers(values: dict[str, object]) -> None:
+    """Every number among `values` (by option name) is finite and every integer at most INT_LIMIT in
+    size: argparse reads "nan", "inf" and 10**30 as numbers, and nothing after it expects them.
+    Ranges that depend on the setting are checked where it is used."""
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{name} must be a finite number, got {value}")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_LIMIT:
+            raise UserError(f"{name} must be at most {INT_LIMIT:,} in size, got {value}")
+
+
+def _options_of(settings) -> dict[str, object]:
+    """The values of a settings dataclass by their command-line flags."""
+    group = next((name for name, options_class in GROUPS.items() if isinstance(settings, options_class)), None)
+    return {flag(f"{group}_{option.name}" if group else option.name, option): getattr(settings, option.name)
+            for option in dataclasses.fields(settings)}
+
+
+def check_seed(seed: int) -> int:
+    """`seed` if NumPy can take it (0..2**32 - 1); a user mistake otherwise."""
+    if not 0 <= seed <= INT_LIMIT:
+        raise UserError(f"--seed must be in 0..{INT_LIMIT}, got {seed}")
+    return seed
+
+
 def _require_positive(name: str, value: float) -> None:
-    if value <= 0:
+    if not value > 0:  # NaN too
         raise UserError(f"--{name.replace('_', '-')} must be > 0, got {value}")

@@ -9,6 +9,10 @@
 - clone detection: precision, recall and F1 at a threshold tuned on validation scores
   (`best_threshold`, `classification_metrics`, `precision_recall_f1`).
 
+A score that is not a finite number (the output of a model that diverged) always counts against
+the model: in a ranking it is the gold candidate's worst place and every other candidate's best,
+and a pair classified by it is classified wrongly.
+
 The text metrics take one reference per prediction, raise ValueError when the two lists differ in
 length or are empty, and return percentages (0..100) like the published tables. The clone-detection
 metrics return fractions (0..1), as the paper reports F1.
@@ -39,14 +43,16 @@ def gold_ranks(scores: np.ndarray, gold: np.ndarray | None = None) -> np.ndarray
     """1-based rank of each query's gold candidate in its row of `scores` (higher = better).
 
     `gold[i]` is the column of query i's correct candidate (default: the diagonal). Ties count
-    against the gold candidate, so a model that scores everything alike cannot look good.
+    against the gold candidate, so a model that scores everything alike cannot look good; so do
+    scores that are not finite (NaN compares false with everything).
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2:
         raise ValueError(f"scores must be a (queries x candidates) matrix, got shape {scores.shape}")
     gold = np.arange(scores.shape[0]) if gold is None else np.asarray(gold)
     gold_scores = scores[np.arange(scores.shape[0]), gold]
-    return (scores >= gold_scores[:, None]).sum(axis=1)
+    ahead = (scores >= gold_scores[:, None]) | ~np.isfinite(scores) | ~np.isfinite(gold_scores)[:, None]
+    return ahead.sum(axis=1)
 
 
 def retrieval_metrics(scores: np.ndarray, gold: np.ndarray | None = None) -> dict[str, float]:
@@ -65,7 +71,8 @@ def map_at_r(scores: np.ndarray, groups: Sequence[int] | np.ndarray) -> float:
     (itself left out), and the relevant ones share its group. R = the number of relevant items.
     Only the top R results count: average precision at R = (1 / R) * sum, over the relevant
     results among them, of (relevant results at or above it) / (its rank). Among equal scores the
-    irrelevant items rank first, so a model that scores everything alike cannot look good. The
+    irrelevant items rank first, so a model that scores everything alike cannot look good; a score
+    that is not finite ranks a relevant item last and an irrelevant one first. The
     mean over queries; a query whose group has no other member is skipped (it has no R).
     """
     scores = np.asarray(scores, dtype=np.float64)
@@ -78,7 +85,9 @@ def map_at_r(scores: np.ndarray, groups: Sequence[int] | np.ndarray) -> float:
             continue
         others = np.arange(len(groups)) != query
         relevant = groups[others] == groups[query]
-        ranking = np.lexsort((relevant, -scores[query, others]))  # best first; ties: irrelevant first
+        row = scores[query, others]
+        order = np.where(np.isfinite(row), -row, np.where(relevant, np.inf, -np.inf))
+        ranking = np.lexsort((relevant, order))  # best first; ties: irrelevant first
         hit_ranks = np.flatnonzero(relevant[ranking[:r]]) + 1
         precisions.append(np.sum(np.arange(1, len(hit_ranks) + 1) / hit_ranks) / r)
     return float(np.mean(precisions))
@@ -257,8 +266,6 @@ def _scores(values: Sequence[float] | np.ndarray, length: int) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
     if array.shape != (length,):
         raise ValueError(f"expected {length} scores (one per label), got shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError("scores must be finite")
     return array
 
 
@@ -289,16 +296,21 @@ def precision_recall_f1(
 def best_threshold(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
     """The decision threshold that maximises F1 on (validation) scores; predict 1 when score >= it.
 
-    Every distinct score is a candidate. Ties go to the highest F1, then to the larger threshold
-    (the stricter classifier), so the answer does not depend on the order of the examples. With
-    no positive label every F1 is 0 and the largest score is returned.
+    Every distinct finite score is a candidate. Ties go to the highest F1, then to the larger
+    threshold (the stricter classifier), so the answer does not depend on the order of the
+    examples. With no positive label every F1 is 0 and the largest score is returned; with no
+    finite score, 0.0 (every threshold classifies every pair wrongly).
     """
     labels = _binary(labels, "labels")
     scores = _scores(scores, labels.size)
-    thresholds, group = np.unique(scores, return_inverse=True)  # ascending
-    # Counts at or above each threshold: suffix sums over the ascending distinct scores.
-    predicted = np.cumsum(np.bincount(group)[::-1])[::-1]
-    true_positives = np.cumsum(np.bincount(group, weights=labels)[::-1])[::-1]
+    finite = np.isfinite(scores)
+    if not finite.any():
+        return 0.0
+    thresholds, group = np.unique(scores[finite], return_inverse=True)  # ascending
+    # Counts at or above each threshold: suffix sums over the ascending distinct scores; pairs
+    # without a finite score are wrong at every threshold (a negative one predicted a clone).
+    predicted = np.cumsum(np.bincount(group)[::-1])[::-1] + np.sum(~finite & ~labels)
+    true_positives = np.cumsum(np.bincount(group, weights=labels[finite])[::-1])[::-1]
     f1 = 2 * true_positives / (predicted + labels.sum())  # predicted >= 1, never 0/0
     return float(thresholds[np.flatnonzero(f1 == f1.max())[-1]])
 
@@ -309,5 +321,6 @@ def classification_metrics(
     """Precision, recall and F1 (0..1) of predicting a clone when score >= threshold, and the
     threshold itself (tune it on validation data with `best_threshold`)."""
     labels = _binary(labels, "labels")
-    predictions = _scores(scores, labels.size) >= threshold
+    scores = _scores(scores, labels.size)
+    predictions = np.where(np.isfinite(scores), scores >= threshold, ~labels)
     return {**precision_recall_f1(labels, predictions), "threshold": float(threshold)}

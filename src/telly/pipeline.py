@@ -9,13 +9,12 @@ briefly and measures which layers moved), so the loop only ever sees an integer 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
 from telly.config import AUTO, FinetuneConfig
 from telly.errors import UserError
-from telly.files import write_json
+from telly.files import read_json, write_json
 from telly.models.load import resolve_model_name
 from telly.run_folder import (
     AUTO_FREEZE_FOLDER, RECOMMENDATION_FILE, RunMetrics, check_same_settings, is_finished, opened_run, read_metrics,
@@ -51,7 +50,7 @@ def resolve_auto_freeze(config: FinetuneConfig, out: Path, processes, runtime: R
         raise UserError("--freeze auto runs in one process; choose K with 'telly recommend', then pass --freeze K")
     chosen = out / AUTO_FREEZE_FOLDER / RECOMMENDATION_FILE
     if config.resume and chosen.is_file():
-        recommendation = Recommendation.from_dict(json.loads(chosen.read_text(encoding="utf-8")))
+        recommendation = Recommendation.from_dict(read_json(chosen))
     else:
         recommendation = recommend_k(config, out / AUTO_FREEZE_FOLDER, runtime)
         write_json(chosen, recommendation.to_dict())

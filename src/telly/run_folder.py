@@ -13,16 +13,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from telly.config import AUTO, FinetuneConfig
 from telly.errors import UserError
-from telly.files import write_json
+from telly.files import read_json, remove_temporaries, removed_on_failure, write_json
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -89,9 +87,7 @@ def read_metrics(folder: Path) -> RunMetrics:
     if not path.is_file():
         raise UserError(f"{folder} is not a finished run (no {METRICS_FILE})")
     try:
-        return RunMetrics.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON: {error}") from None
+        return RunMetrics.from_dict(read_json(path))
     except (TypeError, AttributeError) as error:
         raise UserError(f"{path} is not a telly metrics file: {error}") from None
 
@@ -110,8 +106,8 @@ def read_config(folder: Path) -> FinetuneConfig:
         if not (folder / needed).is_file():
             raise UserError(f"{folder} is not a finished run (no {needed})")
     try:
-        config = FinetuneConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as error:
+        config = FinetuneConfig.from_dict(read_json(folder / CONFIG_FILE))
+    except (TypeError, AttributeError) as error:
         raise UserError(f"{folder / CONFIG_FILE} is not a run configuration: {error}") from None
     if config.freeze == AUTO:
         config = dataclasses.replace(config, freeze=read_metrics(folder).freeze)
@@ -127,8 +123,8 @@ def check_same_settings(folder: Path, config: FinetuneConfig) -> None:
     path = Path(folder) / CONFIG_FILE
     try:
         # Settings added since the run started read as their defaults.
-        saved = FinetuneConfig.from_dict(json.loads(path.read_text(encoding="utf-8"))).to_flat()
-    except (OSError, ValueError, TypeError) as error:
+        saved = FinetuneConfig.from_dict(read_json(path)).to_flat()
+    except (OSError, TypeError, AttributeError) as error:
         raise UserError(f"cannot read {path} to resume: {error}") from None
     changed = [
         f"{name}: {saved[name]!r} -> {value!r}"
@@ -160,7 +156,10 @@ def prepare_run_folder(out: Path, *, overwrite: bool, resume: bool = False) -> N
 def opened_run(out: Path, config: FinetuneConfig, processes, model_path: str):
     """The run folder of `config`, ready to train into while the block runs: prepared by the main
     process (the others wait for it), its log open, its config.json written — or, with --resume,
-    checked against the one there. A new run refused at its inputs leaves nothing behind."""
+    checked against the one there. A new run that ends before its first checkpoint, for whatever
+    reason, leaves nothing behind."""
+    from telly.checkpoints import has_checkpoint  # torch: not for the light commands that read run folders
+
     if not processes.is_main_process:
         log.setLevel(logging.WARNING)
         processes.wait_for_everyone()  # until the main process has prepared the run folder
@@ -168,30 +167,23 @@ def opened_run(out: Path, config: FinetuneConfig, processes, model_path: str):
             check_same_settings(out, config)
         yield
         return
-    with removed_if_refused(out):
+    with removed_on_failure(out, worth_keeping=has_checkpoint):
         prepare_run_folder(out, overwrite=config.overwrite, resume=config.resume)
         processes.wait_for_everyone()
         with run_log(out / LOG_FILE, append=config.resume):
             if config.resume and (out / CONFIG_FILE).is_file():
                 check_same_settings(out, config)
+                remove_unfinished_writes(out)
             else:
                 write_config(out, config, model_path)
             yield
 
 
-@contextmanager
-def removed_if_refused(out: Path):
-    """A new run refused at its inputs (UserError) leaves nothing behind, so the corrected command just works."""
-    existed, was_empty = out.exists(), not out.is_dir() or not any(out.iterdir())
-    try:
-        yield
-    except UserError:
-        if was_empty and out.is_dir():
-            for path in out.iterdir():
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-            if not existed:
-                out.rmdir()
-        raise
+def remove_unfinished_writes(out: Path) -> None:
+    """Remove what writes that a kill interrupted left in the run folder (a best model's
+    temporary file is as large as the model): when a run resumes, and when it finishes."""
+    for folder in (out, out / BEST_CHECKPOINT.parent, out / SPILL_FOLDER):
+        remove_temporaries(folder)
 
 
 @contextmanager

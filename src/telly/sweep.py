@@ -66,6 +66,13 @@ def _integers(option: str, text: str, alternatives: str = "") -> list[int]:
     return values
 
 
+def has_progress(out: Path) -> bool:
+    """Whether a sweep folder holds a variant that finished or can resume (what a failed sweep keeps)."""
+    from telly.checkpoints import has_checkpoint  # torch: only once a sweep runs
+
+    return any(is_finished(variant) or has_checkpoint(variant) for variant in Path(out).iterdir() if variant.is_dir())
+
+
 def variant_config(base: FinetuneConfig, out: Path, variant: Variant) -> FinetuneConfig:
     return dataclasses.replace(
         base, out=str(out / variant.name), method=variant.method, freeze=variant.freeze, resume=True, overwrite=False,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import random
 import resource
 import shutil
@@ -32,12 +31,13 @@ from telly.checkpoints import (
     TrainingState, load_latest_checkpoint, remove_checkpoints, restore_rng, rng_snapshot, save_checkpoint,
 )
 from telly.config import FULL_FINETUNING, FinetuneConfig
-from telly.files import write_json
+from telly.errors import UserError
+from telly.files import atomic_path, write_json
 from telly.models.cache import FrozenPrefixCache, cache_supported
 from telly.models.freeze import ParamReport, freeze, param_report
 from telly.models.layers import find_backbone
 from telly.models.lora import apply_lora
-from telly.run_folder import BEST_CHECKPOINT, METRICS_FILE, SPILL_FOLDER, RunMetrics
+from telly.run_folder import BEST_CHECKPOINT, METRICS_FILE, SPILL_FOLDER, RunMetrics, remove_unfinished_writes
 from telly.runtime import Runtime
 from telly.tasks import get_task
 from telly.tasks.base import Task, TaskModel
@@ -156,11 +156,11 @@ def train_until_evaluation(run: Training, state: TrainingState) -> None:
     epoch_batches = batches(epoch_order(len(run.train), run.config.seed, state.epoch), run.config.batch_size)
     evaluation_due = False
     with run.cache.replaying() if run.cache is not None else nullcontext():
-        for indices in tqdm(epoch_batches[state.step_in_epoch :], desc=run.policy.label(state), leave=False,
-                            disable=None):
-            state.losses_since_evaluation.append(train_step(run, indices))
-            state.step_in_epoch += 1
-            state.global_step += 1
+        progress = tqdm(epoch_batches[state.step_in_epoch :], desc=run.policy.label(state), unit="step", leave=False,
+                        disable=None)
+        for indices in progress:
+            record_step(run, state, train_step(run, indices))
+            progress.set_postfix(loss=f"{state.losses_since_evaluation[-1]:.4f}")  # drawn at once: steps are slow
             if run.policy.validates_mid_epoch:
                 evaluation_due = processes_agree_on(run.policy.evaluation_due(state, run.clock.seconds), run)
                 if evaluation_due:
@@ -179,6 +179,17 @@ def train_until_evaluation(run: Training, state: TrainingState) -> None:
     if epoch_finished:
         state.next_epoch()
     save_checkpoint_on_main(run, state)
+
+
+def record_step(run: Training, state: TrainingState, loss: float) -> None:
+    """Count a finished step and its loss. A loss that is not finite ends the run: it diverged, and
+    every step after it would train on NaN."""
+    if not math.isfinite(loss):
+        raise UserError(f"training diverged: the loss is {loss} at step {state.global_step + 1} (epoch {state.epoch}); "
+                        f"start again with a lower --lr than {run.config.lr:g}")
+    state.losses_since_evaluation.append(loss)
+    state.step_in_epoch += 1
+    state.global_step += 1
 
 
 def fill_cache(run: Training) -> None:
@@ -259,7 +270,7 @@ def validate_and_keep_best(run: Training, state: TrainingState) -> None:
                               "train_loss": train_loss, "valid": scores})
         log.info("epoch %d, step %d, %.1f s of training: train loss %.4f, valid %s", state.epoch, state.global_step,
                  state.train_seconds, train_loss, format_metrics(scores))
-        if scores[run.task.selection_metric] > state.best_score:
+        if state.best_score is None or scores[run.task.selection_metric] > state.best_score:
             state.best_score, state.best_epoch, state.best_valid = scores[run.task.selection_metric], state.epoch, scores
             save_model_atomically(run.model, run.out / BEST_CHECKPOINT)
     state.losses_since_evaluation = []
@@ -294,6 +305,7 @@ def test_and_write(run: Training, state: TrainingState, freeze_auto: dict | None
     write_json(run.out / METRICS_FILE, metrics.to_dict())
     remove_checkpoints(run.out)  # the run is complete; metrics.json and best/ are what remains
     shutil.rmtree(run.out / SPILL_FOLDER, ignore_errors=True)
+    remove_unfinished_writes(run.out)
     return metrics
 
 
@@ -348,14 +360,15 @@ class Epochs(StopPolicy):
 @dataclass(frozen=True)
 class TimeBudget(StopPolicy):
     """Train for `seconds` of training time and validate at `marks` equal fractions of it; the
-    learning rate follows the training clock, not the steps."""
+    learning rate follows the training clock, not the steps. A step that passes several marks
+    validates once, so the run ends when its time is spent, whatever the number of marks."""
 
     seconds: float
     marks: int
     validates_mid_epoch = True
 
     def finished(self, state):
-        return state.evaluations_done >= self.marks
+        return state.evaluations_done >= self.marks or state.train_seconds >= self.seconds
 
     def evaluation_due(self, state, seconds):
         return seconds >= self.seconds * (state.evaluations_done + 1) / self.marks
@@ -423,11 +436,8 @@ def batches(order: list[int], size: int) -> list[list[int]]:
 
 
 def save_model_atomically(model: torch.nn.Module, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    save_model(model, str(temporary))
-    with open(temporary, "rb") as stream:
-        os.fsync(stream.fileno())
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        save_model(model, str(temporary))
 
 
 def prefix_cache(task: Task, model: TaskModel, config: FinetuneConfig, processes) -> FrozenPrefixCache | None:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from telly.data.corpus import SPLITS, TaskDataSummary, check_output_dir, read_split_corpus
+from telly.data.corpus import MAX_FILE_MB, SPLITS, TaskDataSummary, new_data_folder, read_split_corpus
 from telly.data.formats import write_bigclonebench
 from telly.data.language import CodeFunction, Language, Rewrite
 
@@ -55,32 +55,35 @@ def build_clones(
     valid_fraction: float = 0.1,
     test_fraction: float = 0.1,
     language: str = "python",
+    overwrite: bool = False,
+    max_file_mb: float = MAX_FILE_MB,
 ) -> CloneBuildSummary:
     """Write `data.jsonl`, `train.txt`, `valid.txt` and `test.txt` (BigCloneBench format).
 
     `data.jsonl` holds every kept function and its rewrite once, idx "0", "1", ... in file order
     (an original, then its rewrite); the pair lines of each split are in a seeded random order.
-    Same inputs and seed give byte-identical files.
+    Same inputs and seed give byte-identical files. `out_dir` is written as `new_data_folder` says.
     """
-    out_dir = check_output_dir(out_dir)
-    corpus = read_split_corpus(
-        sources,
-        seed,
-        valid_fraction,
-        test_fraction,
-        require_docstring=False,
-        min_statements=MIN_STATEMENTS,
-        language=language,
-    )
-    left_out: Counter[str] = Counter()
-    rewrites: Counter[str] = Counter()
-    functions: dict[str, str] = {}
-    pairs_by_split = {}
-    for split in SPLITS:
-        clones = list(_clones(corpus.language, corpus.functions(split), seed, functions, left_out))
-        rewrites.update(kind for clone in clones for kind in clone.rewrite.applied)
-        pairs_by_split[split] = _pairs(clones, random.Random(f"{seed}:{split}"), left_out)
-    write_bigclonebench(out_dir, functions, pairs_by_split)
+    with new_data_folder(out_dir, sources, overwrite) as folder:
+        corpus = read_split_corpus(
+            sources,
+            seed,
+            valid_fraction,
+            test_fraction,
+            require_docstring=False,
+            min_statements=MIN_STATEMENTS,
+            language=language,
+            max_file_mb=max_file_mb,
+        )
+        left_out: Counter[str] = Counter()
+        rewrites: Counter[str] = Counter()
+        functions: dict[str, str] = {}
+        pairs_by_split = {}
+        for split in SPLITS:
+            clones = list(_clones(corpus.language, corpus.functions(split), seed, functions, left_out))
+            rewrites.update(kind for clone in clones for kind in clone.rewrite.applied)
+            pairs_by_split[split] = _pairs(clones, random.Random(f"{seed}:{split}"), left_out)
+        write_bigclonebench(folder, functions, pairs_by_split)
     return CloneBuildSummary(
         corpus=corpus.summary,
         record_kind="pairs",

@@ -13,10 +13,12 @@ from __future__ import annotations
 import functools
 import os
 import random
+import stat
 import sys
 import zipfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +28,16 @@ from telly.data.formats import write_jsonl
 from telly.data.languages import LANGUAGES, Language
 from telly.data.language import CodeFunction
 from telly.errors import UserError
+from telly.files import atomic_path, remove_temporaries, removed_on_failure
 
 # Directories never walked. Test code seldom has docs, and the standard libraries' test
 # directories hold deliberately broken or odd files; site-packages is third-party code.
 SKIPPED_DIR_NAMES = frozenset({"__pycache__", "site-packages", "test", "tests", "idle_test"})
+
+# Source files larger than this are skipped and counted (--max-file-mb raises it): generated tables
+# rather than code a person wrote. The largest file of Python's, the JDK's and Ruby's own sources
+# is under 1 MB.
+MAX_FILE_MB = 10.0
 
 SPLITS = ("train", "valid", "test")
 # A split with more than this many times its share of the functions, or less than its share divided
@@ -123,30 +131,45 @@ def build_code_search(
     valid_fraction: float = 0.1,
     test_fraction: float = 0.1,
     language: str = "python",
+    overwrite: bool = False,
+    max_file_mb: float = MAX_FILE_MB,
 ) -> BuildSummary:
     """Write `train.jsonl`, `valid.jsonl` and `test.jsonl` (CodeSearchNet format) into `out_dir`.
 
     One record per documented function, split by file as `read_split_corpus` describes. The same
-    inputs and seed give byte-identical files.
+    inputs and seed give byte-identical files. `out_dir` is written as `new_data_folder` says.
     """
-    out_dir = check_output_dir(out_dir)
-    corpus = read_split_corpus(sources, seed, valid_fraction, test_fraction, language=language)
-    for split in SPLITS:
-        records = [
-            function.to_codesearchnet(repo, partition=split)
-            for repo, functions in corpus.files[split]
-            for function in functions
-        ]
-        write_jsonl(out_dir / f"{split}.jsonl", records)
+    with new_data_folder(out_dir, sources, overwrite) as folder:
+        corpus = read_split_corpus(sources, seed, valid_fraction, test_fraction, language=language,
+                                   max_file_mb=max_file_mb)
+        for split in SPLITS:
+            records = [
+                function.to_codesearchnet(repo, partition=split)
+                for repo, functions in corpus.files[split]
+                for function in functions
+            ]
+            write_jsonl(folder / f"{split}.jsonl", records)
     return corpus.summary
 
 
-def check_output_dir(out_dir: str | os.PathLike) -> Path:
-    """`out_dir` as a Path, after checking it is not an existing file (the builders create it)."""
+@contextmanager
+def new_data_folder(out_dir: str | os.PathLike, sources: list[Path], overwrite: bool) -> Iterator[Path]:
+    """A folder for a builder to write a whole data set into, which replaces `out_dir` when the
+    block ends cleanly (see `atomic_path`): a reader, or a build killed half-way, never finds the
+    splits of two builds side by side. As a run folder, `out_dir` must be absent or empty unless `overwrite`;
+    it may never hold one of the `sources`, which replacing it would delete."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"output path is a file, not a directory: {out_dir}")
-    return out_dir
+    for source in map(Path, sources):
+        if out_dir.resolve() in (source.resolve(), *source.resolve().parents):
+            raise UserError(f"--out {out_dir} holds the source {source}; choose another folder for the data")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise UserError(f"data folder {out_dir} is not empty; pass --overwrite to replace it, or choose another --out")
+    remove_temporaries(out_dir.parent, of=out_dir.name)  # of builds killed before
+    with removed_on_failure(out_dir), atomic_path(out_dir) as folder:  # a failed build leaves no parent folders
+        folder.mkdir()
+        yield folder
 
 
 def read_split_corpus(
@@ -157,12 +180,14 @@ def read_split_corpus(
     require_docstring: bool = True,
     min_statements: int = 0,
     language: str = "python",
+    max_file_mb: float = MAX_FILE_MB,
 ) -> SplitCorpus:
     """The functions of every source file of `language` under `sources`, split by file.
 
     Walks every file with one of the language's name endings under each source (a directory, a
     single file, or a `.zip` archive read in place) in sorted order, skipping the directories in
-    SKIPPED_DIR_NAMES; files that cannot be read as UTF-8 or do not parse are skipped and counted.
+    SKIPPED_DIR_NAMES; files that are not regular files (a FIFO, a link to a device), are larger
+    than `max_file_mb`, cannot be read as UTF-8 or do not parse are skipped and counted.
     `require_docstring` and `min_statements` choose the functions as in
     `telly.data.python_corpus.extract_functions`. Exact duplicates (same `code`) are dropped, the
     first one in file order kept. Whole files go to one split: the files are shuffled with `seed`
@@ -176,8 +201,10 @@ def read_split_corpus(
             f"valid and test fractions must be >= 0 and sum to less than 1, "
             f"got {valid_fraction} and {test_fraction}"
         )
+    if not max_file_mb > 0:
+        raise UserError(f"--max-file-mb must be > 0, got {max_file_mb}")
     plugin = language_named(language)
-    files = _source_files([Path(source) for source in sources], plugin.suffixes)
+    files = _source_files([Path(source) for source in sources], plugin.suffixes, max_file_mb)
     extract = functools.partial(
         plugin.extract_functions, require_docstring=require_docstring, min_statements=min_statements
     )
@@ -251,46 +278,92 @@ def _read_unique_functions(
     return functions_by_file, dict(skipped), duplicates
 
 
-def _source_files(sources: list[Path], suffixes: tuple[str, ...]) -> list[_SourceFile]:
-    """Every source file with one of `suffixes` to read, in a deterministic order."""
+def _source_files(
+    sources: list[Path], suffixes: tuple[str, ...], max_file_mb: float = MAX_FILE_MB
+) -> list[_SourceFile]:
+    """Every source file with one of `suffixes` to read (at most `max_file_mb` each), in a deterministic order."""
     files = []
     for source in sources:
+        read = functools.partial(_read_file, max_file_mb=max_file_mb)
         if source.is_file() and source.suffix == ".zip":
-            files.extend(_files_in_archive(source, suffixes))
-        elif source.is_file():
-            if source.name.endswith(suffixes):
-                files.append(_SourceFile(source.parent.name, source.name, source.read_bytes))
+            files.extend(_files_in_archive(source, suffixes, max_file_mb))
         elif source.is_dir():
             files.extend(
-                _SourceFile(source.name, path.relative_to(source).as_posix(), path.read_bytes)
+                _SourceFile(source.name, path.relative_to(source).as_posix(), functools.partial(read, path))
                 for path in _files_under(source, suffixes)
             )
+        elif source.exists():  # a file, or something else given by name: read it if it is a regular file
+            if source.name.endswith(suffixes):
+                files.append(_SourceFile(source.parent.name, source.name, functools.partial(read, source)))
         else:
             raise UserError(f"no such file or directory: {source}")
     return files
 
 
 def _files_under(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    found = []
-    for directory, subdirectories, filenames in os.walk(root):
-        # Pruning in place stops os.walk from descending into skipped directories.
-        subdirectories[:] = [name for name in subdirectories if name not in SKIPPED_DIR_NAMES]
-        found.extend(Path(directory, name) for name in filenames if name.endswith(suffixes))
+    """The files under `root` with one of `suffixes`, outside skipped directories, by path. The
+    walk keeps its own list of folders to visit instead of recursing (a tree thousands of folders
+    deep is read like any other), and does not follow links to folders; a folder it cannot list
+    (no permission, a path too long for the system) is passed over, as os.walk does."""
+    found, folders = [], [root]
+    while folders:
+        try:
+            with os.scandir(folders.pop()) as listing:
+                entries = list(listing)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name not in SKIPPED_DIR_NAMES:
+                    folders.append(entry.path)
+            elif entry.name.endswith(suffixes):
+                found.append(Path(entry.path))
     return sorted(found, key=lambda path: path.relative_to(root).as_posix())
 
 
-def _files_in_archive(archive_path: Path, suffixes: tuple[str, ...]) -> list[_SourceFile]:
+def _files_in_archive(archive_path: Path, suffixes: tuple[str, ...], max_file_mb: float) -> list[_SourceFile]:
     """The archive's members with one of `suffixes`, outside skipped directories, by name."""
     try:
         archive = zipfile.ZipFile(archive_path)
     except zipfile.BadZipFile:
         raise UserError(f"not a readable zip archive: {archive_path}") from None
-    names = sorted(
-        name
-        for name in archive.namelist()
-        if name.endswith(suffixes) and not SKIPPED_DIR_NAMES.intersection(name.split("/")[:-1])
+    members = sorted(
+        (member for member in archive.infolist()
+         if member.filename.endswith(suffixes) and not SKIPPED_DIR_NAMES.intersection(member.filename.split("/")[:-1])),
+        key=lambda member: member.filename,
     )
-    return [_SourceFile(archive_path.stem, name, functools.partial(archive.read, name)) for name in names]
+    return [
+        _SourceFile(archive_path.stem, member.filename, functools.partial(_read_member, archive, member, max_file_mb))
+        for member in members
+    ]
+
+
+class _Skipped(Exception):
+    """A source file that is not read; the message says why."""
+
+
+def _read_file(path: Path, max_file_mb: float) -> bytes:
+    """The bytes of a regular file (or of one a link points to) of at most `max_file_mb`."""
+    # O_NONBLOCK: opening a FIFO does not wait for a writer; it changes nothing for a regular file.
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as stream:
+        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            raise _Skipped("not a regular file")  # a FIFO, a device such as /dev/zero, a folder
+        return _at_most(stream, max_file_mb)
+
+
+def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, max_file_mb: float) -> bytes:
+    if member.is_dir():
+        raise _Skipped("not a regular file")
+    with archive.open(member) as stream:
+        return _at_most(stream, max_file_mb)
+
+
+def _at_most(stream, max_file_mb: float) -> bytes:
+    limit = int(max_file_mb * 2**20)
+    data = stream.read(limit + 1)  # never more, whatever the file claims its size is
+    if len(data) > limit:
+        raise _Skipped(f"larger than {max_file_mb:g} MB")
+    return data
 
 
 def _read_functions(
@@ -299,6 +372,8 @@ def _read_functions(
     """The functions `extract` finds in the file, or the reason the file was skipped."""
     try:
         source = source_file.read_bytes().decode("utf-8-sig")
+    except _Skipped as skipped:
+        return [], str(skipped)
     except (OSError, zipfile.BadZipFile):
         return [], "unreadable"
     except UnicodeDecodeError:

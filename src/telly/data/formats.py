@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from telly.errors import UserError
-from telly.files import atomic_open
+from telly.files import atomic_open, parse_json
 
 CODESEARCHNET_FIELDS = (
     "repo",
@@ -77,9 +77,9 @@ def _decode(raw_line: bytes, path: Path, line_number: int) -> str:
 
 def _parse_object(line: str, path: Path, line_number: int) -> dict:
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path} line {line_number}: not valid JSON ({error.msg})") from None
+        record = parse_json(line)
+    except ValueError as error:
+        raise UserError(f"{path} line {line_number}: not valid JSON ({error})") from None
     if not isinstance(record, dict):
         kind = type(record).__name__
         raise UserError(f"{path} line {line_number}: expected a JSON object, got {kind}")

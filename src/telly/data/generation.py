@@ -31,10 +31,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from telly.data.corpus import (
+    MAX_FILE_MB,
     SPLITS,
     SplitCorpus,
     TaskDataSummary,
-    check_output_dir,
+    new_data_folder,
     read_split_corpus,
 )
 from telly.data.formats import write_jsonl
@@ -54,19 +55,23 @@ def build_code_generation(
     valid_fraction: float = 0.1,
     test_fraction: float = 0.1,
     language: str = "python",
+    overwrite: bool = False,
+    max_file_mb: float = MAX_FILE_MB,
 ) -> TaskDataSummary:
-    """Write CONCODE-style `{"nl", "code"}` JSON lines for every documented function."""
-    out_dir = check_output_dir(out_dir)
-    corpus = read_split_corpus(sources, seed, valid_fraction, test_fraction, language=language)
+    """Write CONCODE-style `{"nl", "code"}` JSON lines for every documented function (into
+    `out_dir` as `new_data_folder` says)."""
+    with new_data_folder(out_dir, sources, overwrite) as folder:
+        corpus = read_split_corpus(sources, seed, valid_fraction, test_fraction, language=language,
+                                   max_file_mb=max_file_mb)
 
-    def record(function: CodeFunction) -> dict | str:
-        example = corpus.language.generation_example(function)
-        if isinstance(example, str):
-            return example
-        signature, body = example
-        return {"nl": f"{function.summary} signature: {signature}", "code": body}
+        def record(function: CodeFunction) -> dict | str:
+            example = corpus.language.generation_example(function)
+            if isinstance(example, str):
+                return example
+            signature, body = example
+            return {"nl": f"{function.summary} signature: {signature}", "code": body}
 
-    return _write_records(corpus, out_dir, record)
+        return _write_records(corpus, folder, record)
 
 
 def build_line_completion(
@@ -76,23 +81,27 @@ def build_line_completion(
     valid_fraction: float = 0.1,
     test_fraction: float = 0.1,
     language: str = "python",
+    overwrite: bool = False,
+    max_file_mb: float = MAX_FILE_MB,
 ) -> TaskDataSummary:
-    """Write CodeXGLUE-style `{"input", "gt"}` JSON lines, one cut per function.
+    """Write CodeXGLUE-style `{"input", "gt"}` JSON lines, one cut per function (into `out_dir` as
+    `new_data_folder` says).
 
     The cut of each function depends only on `seed` and the function's code.
     """
-    out_dir = check_output_dir(out_dir)
-    corpus = read_split_corpus(
-        sources, seed, valid_fraction, test_fraction, require_docstring=False, language=language
-    )
+    with new_data_folder(out_dir, sources, overwrite) as folder:
+        corpus = read_split_corpus(
+            sources, seed, valid_fraction, test_fraction, require_docstring=False, language=language,
+            max_file_mb=max_file_mb,
+        )
 
-    def record(function: CodeFunction) -> dict | str:
-        lines = corpus.language.completion_lines(function)
-        if isinstance(lines, str):
-            return lines
-        return _completion_record(lines, random.Random(f"{seed}:{function.code}"))
+        def record(function: CodeFunction) -> dict | str:
+            lines = corpus.language.completion_lines(function)
+            if isinstance(lines, str):
+                return lines
+            return _completion_record(lines, random.Random(f"{seed}:{function.code}"))
 
-    return _write_records(corpus, out_dir, record)
+        return _write_records(corpus, folder, record)
 
 
 def _write_records(corpus: SplitCorpus, out_dir: Path, make_record: _MakeRecord) -> TaskDataSummary:

@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig, AutoModel, AutoModelForTextEncoding, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase,
 )
+from transformers.utils import logging as hf_logging
 
 from telly.errors import UserError
 
 DEFAULT_MODEL = "default"
 HUB_PROBE_TIMEOUT_SECONDS = 3.0
+# telly pools token states itself and never reads a pooler's output; masked-LM checkpoints
+# (GraphCodeBERT's) ship none, and transformers starts it at random.
+UNUSED_MODULES = frozenset({"pooler"})
 
 ModelClassChooser = Callable[[PretrainedConfig], type]
 
@@ -88,18 +94,90 @@ def _load(source: str, local_files_only: bool, trust_remote_code: bool, model_cl
                 "pass --trust-remote-code (trust_remote_code=True) if you trust it"
             )
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
-        model = model_class(config).from_pretrained(source, config=config, **options)
+        with _quiet_transformers(progress_bars=not local_files_only):  # telly reports what matters below
+            model, loading_info = model_class(config).from_pretrained(
+                source, config=config, output_loading_info=True, ignore_mismatched_sizes=True, **options
+            )
+        _check_weights_match(model, loading_info, source)
         _check_tokenizer_fits(model, tokenizer, source)
     except UserError:
         raise
     except ValueError as error:
         # transformers raises ValueError for remote code that was not allowed and unknown model types.
         raise UserError(f"cannot load model {source!r}: {_first_line(error)}") from None
+    except SafetensorError as error:  # a truncated, empty or foreign weights file
+        raise UserError(f"model {source!r}: its weights cannot be read ({_first_line(error)})") from None
     return model, tokenizer
 
 
+@contextmanager
+def _quiet_transformers(progress_bars: bool):
+    """Without transformers' load report (and, unless something may be downloaded, its "Loading
+    weights" bar): printed on every load, they say nothing `_check_weights_match` does not."""
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    if not progress_bars:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _check_weights_match(model: PreTrainedModel, loading_info: dict, source: str) -> None:
+    """The pre-trained part's weights all come from the checkpoint, in the shapes its config gives,
+    and the checkpoint holds none for layers the config lacks. transformers would start missing or
+    misshapen weights at random and only warn (a config.json with 6 layers over weights for 4).
+    Missing weights of new heads on top of the pre-trained model (a causal LM head for BERT) and
+    unused weights of heads the checkpoint has (a masked-LM head) are expected."""
+    base = model.base_model
+    prefix = "" if base is model else f"{model.base_model_prefix}."
+    own, parts = set(base.state_dict()), {name for name, _ in base.named_children()} - UNUSED_MODULES
+
+    def pretrained(key: str) -> bool:  # a weight of the pre-trained model
+        return key.removeprefix(prefix) in own and key.removeprefix(prefix).split(".")[0] in parts
+
+    def would_be_pretrained(key: str) -> bool:  # a weight in one of its modules, under another config
+        return key.removeprefix(prefix).split(".")[0] in parts
+
+    problems = {
+        "no weights for": [key for key in loading_info["missing_keys"] if pretrained(key)],
+        "weights the config has no place for:": [key for key in loading_info["unexpected_keys"]
+                                                 if would_be_pretrained(key)],
+        "weights of another shape than the config's for": [key for key, *_ in loading_info["mismatched_keys"]
+                                                             if pretrained(key)],
+    }
+    found = "; ".join(f"{what} {_modules(keys)}" for what, keys in problems.items() if keys)
+    if found:
+        raise UserError(f"model {source!r}: its config.json does not match its weights: {found}")
+
+
+def _modules(keys: list[str], shown: int = 4) -> str:
+    """The modules `keys` belong to, sorted (block 10 after block 9), briefly: a key up to its block
+    number (`encoder.layer.4`), else its module."""
+    def natural(key: str) -> list:
+        return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in key.split(".")]
+
+    modules = []
+    for key in sorted(keys, key=natural):
+        parts = key.split(".")
+        end = next((index + 1 for index, part in enumerate(parts) if part.isdigit()), len(parts) - 1)
+        module = ".".join(parts[: max(end, 1)])
+        if module not in modules:
+            modules.append(module)
+    more = f" and {len(modules) - shown} more" if len(modules) > shown else ""
+    return ", ".join(modules[:shown]) + more
+
+
 def _check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, source: str) -> None:
-    """Every token id the tokenizer can produce must have a row in the model's embeddings."""
+    """The tokenizer has a vocabulary, and every token id it can produce has a row in the model's embeddings."""
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        # transformers builds a tokenizer of special tokens alone for a folder without tokenizer
+        # files: every word would read as the unknown token.
+        raise UserError(f"model {source!r} has no tokenizer files (vocab.txt, tokenizer.json, ...): its tokenizer "
+                        f"would know only its {len(tokenizer)} special tokens")
     rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > rows:
         raise UserError(

@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from telly.files import atomic_open
+from telly.files import atomic_open, remove_temporaries
 
 SHARD_BYTES = 64 * 2**20  # states beyond the memory limits wait in host memory until a shard of this size is full
 
@@ -98,8 +98,7 @@ class StateStore:
         """Take in the shards an earlier store left with the same fingerprint; delete the others."""
         if not self.spill_folder.is_dir():
             return
-        for unfinished in self.spill_folder.glob(".*.tmp"):  # a write a kill interrupted
-            unfinished.unlink()
+        remove_temporaries(self.spill_folder)  # writes a kill interrupted
         outdated = 0
         for path in sorted(self.spill_folder.glob("*.safetensors")):
             try:

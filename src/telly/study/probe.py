@@ -71,7 +71,8 @@ def probe_model(
     for name in properties:
         data, objective = builders[name](features)
         epochs = LEXICAL_EPOCHS if name == "lexical" else SEQUENCE_EPOCHS
-        results[name] = probe_all_layers(data, objective, seed=seed, epochs=epochs, runtime=model.runtime)
+        results[name] = probe_all_layers(data, objective, seed=seed, epochs=epochs, runtime=model.runtime,
+                                         description=f"{name} probes")
     return results
 
 

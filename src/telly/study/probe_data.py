@@ -16,7 +16,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from telly.data.corpus import read_split_corpus
+from tqdm.auto import tqdm
+
+from telly.data.corpus import MAX_FILE_MB, read_split_corpus
 from telly.data.language import CodeFunction, Language
 from telly.errors import UserError
 from telly.study.properties import complexity_class
@@ -52,6 +54,7 @@ def build_probe_set(
     seed: int = 0,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     language: str = "python",
+    max_file_mb: float = MAX_FILE_MB,
 ) -> ProbeSet:
     """About `functions` functions, TEST_FRACTION of them from the corpus's test files.
 
@@ -60,7 +63,7 @@ def build_probe_set(
     if functions < 10:
         raise UserError(f"--functions must be at least 10, got {functions}")
     corpus = read_split_corpus(sources, seed, valid_fraction=0.0, test_fraction=TEST_FRACTION,
-                               require_docstring=False, min_statements=1, language=language)
+                               require_docstring=False, min_statements=1, language=language, max_file_mb=max_file_mb)
     left_out: Counter[str] = Counter()
     wanted_test = max(2, round(functions * TEST_FRACTION))
     wanted = {"train": functions - wanted_test, "test": wanted_test}
@@ -69,12 +72,15 @@ def build_probe_set(
         candidates = corpus.functions(split)
         random.Random(f"{seed}:{split}").shuffle(candidates)
         chosen[split] = []
-        for function in candidates:
-            if len(chosen[split]) == count:
-                break
-            probe_function = _probe_function(corpus.language, function, seed, max_tokens, left_out)
-            if probe_function is not None:
-                chosen[split].append(probe_function)
+        labelled = tqdm(total=count, desc=f"labelling {split} functions", unit="function", leave=False, disable=None)
+        with labelled as progress:
+            for function in candidates:
+                if len(chosen[split]) == count:
+                    break
+                probe_function = _probe_function(corpus.language, function, seed, max_tokens, left_out)
+                if probe_function is not None:
+                    chosen[split].append(probe_function)
+                    progress.update()
         if len(chosen[split]) < 2:
             raise UserError(f"only {len(chosen[split])} usable functions in the {split} files of the sources")
     return ProbeSet(chosen["train"], chosen["test"], dict(left_out), language)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from telly.metrics import map_at_r, random_ranking_map_at_r, retrieval_metrics
 from telly.runtime import CPU, Runtime
@@ -187,22 +188,26 @@ class ProbeData:
 
 def probe_all_layers(
     data: ProbeData, objective: Objective, seed: int = 0, epochs: int = 20, lr: float = 1e-3, min_steps: int = 300,
-    runtime: Runtime = CPU,
+    runtime: Runtime = CPU, description: str = "probes",
 ) -> ProbeResult:
     """A probe per layer and the weighted-layer probe, each trained on train and scored on test, on
     the runtime's device (the probes are initialised on the CPU, so a seed gives the same start anywhere).
 
-    Each probe trains for `epochs`, or for as many more as `min_steps` optimiser steps need (few items).
+    Each probe trains for `epochs`, or for as many more as `min_steps` optimiser steps need (few
+    items). A progress bar named `description` counts the probes trained.
     """
     mean, std = runtime.move(_layer_statistics(data.train_features))
     placed = ProbeData(*runtime.move([data.train_features, data.train_targets, data.test_features, data.test_targets]))
     num_layers = data.train_features.size(1)
-    layer_scores = []
-    for layer in range(num_layers):
-        probe = _fit(placed, objective, LayerPick(layer), mean, std, seed, epochs, lr, min_steps, runtime)
-        layer_scores.append(_score(probe, placed, data.test_targets, objective, mean, std))
-    mix = ScalarMix(num_layers)
-    probe = _fit(placed, objective, mix, mean, std, seed, epochs, lr, min_steps, runtime)
+    with tqdm(total=num_layers + 1, desc=description, unit="probe", leave=False, disable=None) as progress:
+        layer_scores = []
+        for layer in range(num_layers):
+            probe = _fit(placed, objective, LayerPick(layer), mean, std, seed, epochs, lr, min_steps, runtime)
+            layer_scores.append(_score(probe, placed, data.test_targets, objective, mean, std))
+            progress.update()
+        mix = ScalarMix(num_layers)
+        probe = _fit(placed, objective, mix, mean, std, seed, epochs, lr, min_steps, runtime)
+        progress.update()
     return ProbeResult(
         metric=objective.metric,
         layers=layer_scores,

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from transformers import BertConfig, BertModel, T5Config, T5ForConditionalGeneration
 
 from telly import FinetuneConfig, UserError, freeze, param_report
+from telly.tasks.causal import left_padded
 from telly.tasks.complete import CodeCompletionTask, context_from_input
 from telly.tasks.seq2seq import EncoderWithNewDecoder, IGNORE_INDEX, Seq2SeqExample
 from telly.tasks.summarize import CodeSummarizationTask, first_sentence
@@ -19,16 +20,19 @@ def make_task(task_class, tokenizer, **options):
 
 
 class ScriptedLM:
-    """Stands in for a causal LM: whatever the prompt, it writes `script` token by token."""
+    """Stands in for a CausalLanguageModel: whatever the prompt, it writes `script` until a token of
+    `end_ids` (kept), as `generate` stops."""
 
-    def __init__(self, script, vocab_size, prompt_width):
-        self.script, self.vocab_size, self.prompt_width = script, vocab_size, prompt_width
+    def __init__(self, script):
+        self.script = script
 
-    def __call__(self, input_ids, attention_mask):
-        generated = input_ids.size(1) - self.prompt_width
-        logits = torch.zeros(input_ids.size(0), input_ids.size(1), self.vocab_size)
-        logits[:, -1, self.script[min(generated, len(self.script) - 1)]] = 10.0
-        return logits
+    def generate(self, prompts, end_ids, beam_size, max_new_tokens):
+        written = []
+        for token in self.script[:max_new_tokens]:
+            written.append(token)
+            if token in end_ids:
+                break
+        return [written for _ in prompts["input_ids"]]
 
 
 def test_completion_stops_at_the_end_of_the_line_with_a_newline_tokenizer(byte_level_tokenizer):
@@ -36,10 +40,8 @@ def test_completion_stops_at_the_end_of_the_line_with_a_newline_tokenizer(byte_l
     task.start_ids = [byte_level_tokenizer.bos_token_id]
     task.line_end, task.end_ids = task._line_ends()
     script = byte_level_tokenizer("total = 1\nnever = 2\n", add_special_tokens=False)["input_ids"]
-    contexts = ["def f(items):"]
-    width = len(task._context_ids(contexts)[0])
-    lm = ScriptedLM(script, len(byte_level_tokenizer), width)
-    assert task.complete(lm, task.prompts(contexts)) == ["total = 1"]
+    prompts = left_padded(task._context_ids(["def f(items):"]))
+    assert task.complete(ScriptedLM(script), prompts) == ["total = 1"]
     assert task.line_end == byte_level_tokenizer("\n", add_special_tokens=False)["input_ids"]
 
 
@@ -50,9 +52,8 @@ def test_completion_stops_at_sep_with_a_tokenizer_that_has_no_newline(tokenizer)
     assert task.line_end == [tokenizer.sep_token_id]
     script = tokenizer("return total", add_special_tokens=False)["input_ids"] + [tokenizer.sep_token_id]
     script += tokenizer("junk after", add_special_tokens=False)["input_ids"]
-    contexts = ["def f(items):"]
-    lm = ScriptedLM(script, tokenizer.vocab_size, len(task._context_ids(contexts)[0]))
-    assert task.complete(lm, task.prompts(contexts)) == ["return total"]
+    prompts = left_padded(task._context_ids(["def f(items):"]))
+    assert task.complete(ScriptedLM(script), prompts) == ["return total"]
 
 
 def test_codexglue_input_becomes_code():
@@ -120,7 +121,7 @@ def test_freeze_decoder_on_t5_and_refusal_on_a_new_decoder(tokenizer):
 def test_encoder_as_causal_lm_keeps_its_positions_and_ignores_left_padding(family):
     from transformers import BertLMHeadModel, RobertaConfig, RobertaForCausalLM
 
-    from telly.tasks.complete import CausalLanguageModel
+    from telly.tasks.causal import CausalLanguageModel
 
     config_class, model_class, pad = {"bert": (BertConfig, BertLMHeadModel, 0),
                                       "roberta": (RobertaConfig, RobertaForCausalLM, 1)}[family]
@@ -128,7 +129,8 @@ def test_encoder_as_causal_lm_keeps_its_positions_and_ignores_left_padding(famil
     model = model_class(config_class(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                                      intermediate_size=32, max_position_embeddings=40, is_decoder=True,
                                      pad_token_id=pad)).eval()
-    wrapper = CausalLanguageModel(model, has_new_parts=True)
+    wrapper = CausalLanguageModel(model)
+    assert wrapper.has_new_parts  # an encoder's LM head is not in a sentence-embedding checkpoint
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         ours = wrapper(ids, torch.ones_like(ids))
@@ -140,3 +142,57 @@ def test_encoder_as_causal_lm_keeps_its_positions_and_ignores_left_padding(famil
         changed = wrapper(torch.tensor([[5, 6, 7, 9]]), torch.ones_like(ids))
         assert torch.allclose(changed[:, :3], ours[:, :3], atol=1e-6)
         assert not torch.allclose(changed[:, 3], ours[:, 3])
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "roberta"])
+def test_generate_from_left_padded_prompts_is_greedy_decoding_of_each_prompt_alone(family):
+    """transformers' generate with its key/value cache, a batch of left-padded prompts and positions
+    that count real tokens only (RoBERTa's from its padding index) gives, prompt by prompt, what
+    arg-maxing the full forward of the unpadded prompt token by token gives."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, RobertaConfig, RobertaForCausalLM
+
+    from telly.tasks.causal import CausalLanguageModel
+
+    torch.manual_seed(0)
+    model = {
+        "gpt2": lambda: GPT2LMHeadModel(GPT2Config(vocab_size=60, n_embd=16, n_layer=2, n_head=2, n_positions=64)),
+        "llama": lambda: LlamaForCausalLM(LlamaConfig(vocab_size=60, hidden_size=16, intermediate_size=32,
+                                                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                                      max_position_embeddings=64, pad_token_id=0)),
+        "roberta": lambda: RobertaForCausalLM(RobertaConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2,
+                                                            num_attention_heads=2, intermediate_size=32,
+                                                            max_position_embeddings=64, is_decoder=True, pad_token_id=1)),
+    }[family]().eval()
+    lm, end, prompts = CausalLanguageModel(model), 59, [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+    with torch.no_grad():
+        generated = lm.generate(left_padded(prompts), {end}, beam_size=1, max_new_tokens=6)
+        for prompt, row in zip(prompts, generated):
+            ids, expected = torch.tensor([prompt]), []
+            while len(expected) < 6 and end not in expected:
+                expected.append(int(lm(ids, torch.ones_like(ids))[0, -1].argmax()))
+                ids = torch.cat([ids, torch.tensor([expected[-1:]])], dim=1)
+            assert row == expected
+
+
+def test_decoder_summarization_scores_the_summary_only_and_ends_with_eos(byte_level_tokenizer):
+    """A decoder-only model reads code + separator and writes the summary + EOS; only those are labelled."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    task = make_task(CodeSummarizationTask, byte_level_tokenizer, max_code_len=32, max_nl_len=8)
+    torch.manual_seed(0)
+    model = task.build_model(LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(byte_level_tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)))
+    batch = task.collate([Seq2SeqExample("def f(): return 1", "Return one."), Seq2SeqExample("x = 2", "Set x.")])
+    code = byte_level_tokenizer("def f(): return 1", add_special_tokens=False)["input_ids"]
+    separator = byte_level_tokenizer("\nSummary:\n", add_special_tokens=False)["input_ids"]
+    summary = byte_level_tokenizer("Return one.", add_special_tokens=False)["input_ids"]
+    eos = byte_level_tokenizer.eos_token_id
+    assert batch["input_ids"][0, : len(code) + len(separator) + len(summary) + 1].tolist() == code + separator + summary + [eos]
+    labelled = batch["labels"][0][batch["labels"][0] != IGNORE_INDEX].tolist()
+    assert labelled == summary + [eos]
+    model.eval()
+    logits = model(batch["input_ids"], batch["attention_mask"])
+    real = batch["labels"][:, 1:] != IGNORE_INDEX
+    expected = F.cross_entropy(logits[:, :-1][real], batch["labels"][:, 1:][real])
+    assert task.loss(model, batch).item() == pytest.approx(expected.item(), rel=1e-6)

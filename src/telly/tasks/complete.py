@@ -1,9 +1,10 @@
 """Line-level code completion (CodeXGLUE line-level format): the code so far → the next line.
 
-Decoder-only models (GPT-2 / CodeGPT) run as the causal language models they are. Encoder-only
-models (BERT/RoBERTa: UniXcoder, CodeBERT, MiniLM) run UniXcoder-style: a causal attention mask
-(`is_decoder=True`) and an LM head tied to their input embeddings. Training is next-token
-prediction over the context and the line; prediction is greedy decoding until the end of the line.
+Decoder-only models (GPT-2 / CodeGPT, the Llama family) run as the causal language models they are.
+Encoder-only models (BERT/RoBERTa: UniXcoder, CodeBERT, MiniLM) run UniXcoder-style: a causal
+attention mask (`is_decoder=True`) and an LM head tied to their input embeddings. The prompt is the
+context, the target the line and its end; training is next-token prediction on the line's tokens
+(`telly.tasks.causal`); prediction is greedy decoding with `generate` until the end of the line.
 Metrics: exact match and edit similarity.
 """
 
@@ -16,16 +17,14 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from telly.data.formats import read_line_completion
 from telly.errors import UserError
 from telly.metrics import edit_similarity, exact_match
-from telly.models.layers import find_backbone, position_offset
-from telly.tasks.base import IGNORE_INDEX, Task, TaskModel, pad_with_ignore
-from telly.tasks.decoding import beam_search
+from telly.tasks.base import Task
+from telly.tasks.causal import CausalLanguageModel, left_padded, prompt_target_batch
 
 _MARKER = re.compile(r"\s*<EOL>\s?")
 
@@ -42,31 +41,11 @@ def context_from_input(text: str) -> str:
     return _MARKER.sub("\n", text)
 
 
-class CausalLanguageModel(TaskModel):
-    def __init__(self, model: nn.Module, has_new_parts: bool):
-        super().__init__()
-        self.model = model
-        self.has_new_parts = has_new_parts
-        self.first_position = position_offset(model)
-
-    def components(self) -> dict[str, nn.Module]:
-        body = self.model.base_model
-        head = [child for child in self.model.children() if child is not body]  # GPT-2's lm_head, BERT's cls
-        return {"body": body, "head": nn.ModuleList(head)}
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        # Positions count real tokens only, so left padding (used when decoding) changes nothing.
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0) + self.first_position
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
-
-
 class CodeCompletionTask(Task):
     name = "code-completion"
     selection_metric = "exact_match"
     # Makes BERT/RoBERTa attend causally; decoder-only models are causal already.
     pretrained_overrides = {"is_decoder": True}
-    # Rows are padded with 0, not always the tokenizer's pad token (RoBERTa's is 1).
-    caches_prefix = False
 
     def pretrained_class(self, model_config: PretrainedConfig) -> type:
         if model_config.is_encoder_decoder:
@@ -92,7 +71,7 @@ class CodeCompletionTask(Task):
         start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
         self.start_ids = [] if start is None else [start]
         self.line_end, self.end_ids = self._line_ends()
-        return CausalLanguageModel(pretrained, has_new_parts=find_backbone(pretrained).family != "gpt2")
+        return CausalLanguageModel(pretrained)
 
     def _line_ends(self) -> tuple[list[int], set[int]]:
         """The tokens that end a training line, and every token at which decoding stops.
@@ -125,36 +104,20 @@ class CodeCompletionTask(Task):
     def collate(self, examples: Sequence[CompletionExample]) -> dict[str, torch.Tensor]:
         contexts = self._context_ids([e.context for e in examples])
         lines = self.tokenizer([e.line for e in examples], add_special_tokens=False, verbose=False)["input_ids"]
-        rows = [c + l[: self.line_budget - len(self.line_end)] + self.line_end for c, l in zip(contexts, lines)]
-        ids = pad_with_ignore(rows)
-        return {"input_ids": ids.clamp(min=0), "attention_mask": (ids != IGNORE_INDEX).long(), "labels": ids}
+        return prompt_target_batch(contexts, [line[: self.line_budget - len(self.line_end)] + self.line_end
+                                              for line in lines])
 
     def loss(self, model: CausalLanguageModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = model(batch["input_ids"], batch["attention_mask"])
-        return F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+        return model.loss(batch)
 
     def evaluate(self, model, examples: Sequence[CompletionExample], description: str, valid_metrics=None) -> dict:
-        prompts = [self.prompts([e.context for e in batch]) for batch in self.eval_batches(examples)]
+        prompts = [left_padded(self._context_ids([e.context for e in batch])) for batch in self.eval_batches(examples)]
         predictions = [line for batch in self.runtime.infer(partial(self.complete, model), prompts, description)
                        for line in batch]
         references = [self.round_trip(e.line) for e in examples]
         return {"exact_match": exact_match(predictions, references), "edit_similarity": edit_similarity(predictions, references)}
 
-    def prompts(self, contexts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """The contexts as left-padded prompts: generated tokens follow each one directly."""
-        contexts = self._context_ids(contexts)
-        width = max(len(c) for c in contexts)
-        return {"input_ids": torch.tensor([[0] * (width - len(c)) + c for c in contexts]),
-                "attention_mask": torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts])}
-
     def complete(self, model: CausalLanguageModel, prompts: dict[str, torch.Tensor]) -> list[str]:
-        """Greedy completion of the next line of each prompt."""
-        prompt, prompt_mask = prompts["input_ids"], prompts["attention_mask"]
-
-        def step(generated: torch.Tensor) -> torch.Tensor:
-            mask = torch.cat([prompt_mask, torch.ones_like(generated)], dim=1)
-            return model(torch.cat([prompt, generated], dim=1), mask)[:, -1].log_softmax(-1)
-
-        start = prompt.new_empty((len(prompt), 0))
-        outputs = beam_search(step, start, self.end_ids, beam_size=1, max_new_tokens=self.line_budget)
+        """Greedy completion of the next line of each (left-padded) prompt."""
+        outputs = model.generate(prompts, self.end_ids, beam_size=1, max_new_tokens=self.line_budget)
         return [self.tokenizer.decode(ids, skip_special_tokens=True).split("\n")[0].strip() for ids in outputs]

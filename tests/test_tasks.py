@@ -26,29 +26,55 @@ class ScriptedLM:
     def __init__(self, script):
         self.script = script
 
-    def generate(self, prompts, end_ids, beam_size, max_new_tokens):
+    def generate(self, prompts, end_ids, beam_size, max_new_tokens, stop):
+        self.stop, prompt = stop, prompts["input_ids"]
         written = []
         for token in self.script[:max_new_tokens]:
             written.append(token)
-            if token in end_ids:
+            if token in end_ids or stop(torch.cat([prompt, prompt.new_tensor([written])], dim=1), None).all():
                 break
-        return [written for _ in prompts["input_ids"]]
+        return [written for _ in prompt]
+
+
+def completion_task(tokenizer, start_id):
+    task = make_task(CodeCompletionTask, tokenizer, max_nl_len=20)
+    task.start_ids = [start_id]
+    task.line_end = task._line_end()
+    task.end_ids = {tokenizer.eos_token_id, tokenizer.sep_token_id} - {None}
+    return task
 
 
 def test_completion_stops_at_the_end_of_the_line_with_a_newline_tokenizer(byte_level_tokenizer):
-    task = make_task(CodeCompletionTask, byte_level_tokenizer, max_nl_len=20)
-    task.start_ids = [byte_level_tokenizer.bos_token_id]
-    task.line_end, task.end_ids = task._line_ends()
-    script = byte_level_tokenizer("total = 1\nnever = 2\n", add_special_tokens=False)["input_ids"]
-    prompts = left_padded(task._context_ids(["def f(items):"]))
-    assert task.complete(ScriptedLM(script), prompts) == ["total = 1"]
+    """The newline and indentation that start the line are written first; the next newline ends it."""
+    task = completion_task(byte_level_tokenizer, byte_level_tokenizer.bos_token_id)
+    first_line, rest = "\n    total = 1\n", "never = 2\n"
+    script = byte_level_tokenizer(first_line + rest, add_special_tokens=False)["input_ids"]
+    line_tokens = len(byte_level_tokenizer(first_line, add_special_tokens=False)["input_ids"])
+    assert script[:line_tokens] == byte_level_tokenizer(first_line, add_special_tokens=False)["input_ids"]
+    model = ScriptedLM(script)
+    prompts = left_padded(task._context_ids(["def f(items):\n"]))
+    assert task.complete(model, prompts) == ["total = 1"]
+    prompt = prompts["input_ids"][0].tolist()
+    ended = [bool(model.stop(torch.tensor([prompt + script[:written]]), None)) for written in range(1, len(script) + 1)]
+    assert ended == [written >= line_tokens for written in range(1, len(script) + 1)]  # at the line's end, not before
     assert task.line_end == byte_level_tokenizer("\n", add_special_tokens=False)["input_ids"]
 
 
+def test_a_completion_prompt_ends_where_the_code_ends_and_the_target_starts_the_next_line(byte_level_tokenizer):
+    """A byte-level BPE merges a newline with the next line's indentation: the model writes both."""
+    task = completion_task(byte_level_tokenizer, byte_level_tokenizer.bos_token_id)
+    from telly.tasks.complete import CompletionExample
+
+    batch = task.collate([CompletionExample("def f(items):\n", "return items")])
+    ids = batch["input_ids"][0].tolist()
+    prompt = [byte_level_tokenizer.bos_token_id] + byte_level_tokenizer("def f(items):")["input_ids"]
+    target = byte_level_tokenizer("\nreturn items")["input_ids"] + byte_level_tokenizer("\n")["input_ids"]
+    assert ids == prompt + target
+    assert batch["labels"][0].tolist() == [IGNORE_INDEX] * len(prompt) + target
+
+
 def test_completion_stops_at_sep_with_a_tokenizer_that_has_no_newline(tokenizer):
-    task = make_task(CodeCompletionTask, tokenizer, max_nl_len=20)
-    task.start_ids = [tokenizer.cls_token_id]
-    task.line_end, task.end_ids = task._line_ends()
+    task = completion_task(tokenizer, tokenizer.cls_token_id)
     assert task.line_end == [tokenizer.sep_token_id]
     script = tokenizer("return total", add_special_tokens=False)["input_ids"] + [tokenizer.sep_token_id]
     script += tokenizer("junk after", add_special_tokens=False)["input_ids"]

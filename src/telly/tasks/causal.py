@@ -15,6 +15,7 @@ from typing import Collection, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from telly.models.layers import find_backbone, position_offset
 from telly.tasks.base import IGNORE_INDEX, TaskModel, pad_with_ignore
@@ -47,14 +48,16 @@ class CausalLanguageModel(TaskModel):
         return F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=IGNORE_INDEX)
 
     def generate(self, prompts: dict[str, torch.Tensor], end_ids: Collection[int], beam_size: int,
-                 max_new_tokens: int) -> list[list[int]]:
-        """The continuation of each left-padded prompt, up to and including its first end token."""
+                 max_new_tokens: int, stop: StoppingCriteria | None = None) -> list[list[int]]:
+        """The continuation of each left-padded prompt, up to and including its first end token (or
+        until `stop` says a row is done)."""
         prompt_ids, prompt_mask = prompts["input_ids"], prompts["attention_mask"]
         output = self.model.generate(
             input_ids=prompt_ids, attention_mask=prompt_mask,
             position_ids=real_token_positions(prompt_mask, self.first_position),
             # Finished rows are filled with an end token, cut off below.
             generation_config=generation_config(beam_size, max_new_tokens, end_ids, pad_id=min(end_ids)),
+            stopping_criteria=StoppingCriteriaList([stop] if stop else []),
         )
         return up_to_end(output[:, prompt_ids.size(1) :].tolist(), set(end_ids))
 

@@ -3,8 +3,11 @@
 Decoder-only models (GPT-2 / CodeGPT, the Llama family) run as the causal language models they are.
 Encoder-only models (BERT/RoBERTa: UniXcoder, CodeBERT, MiniLM) run UniXcoder-style: a causal
 attention mask (`is_decoder=True`) and an LM head tied to their input embeddings. The prompt is the
-context, the target the line and its end; training is next-token prediction on the line's tokens
-(`telly.tasks.causal`); prediction is greedy decoding with `generate` until the end of the line.
+context up to the end of its last line, without the newline; the target is a newline, the line and
+its end. A byte-level BPE writes a newline and the next line's indentation as one token ("\n   "),
+so a prompt ending in a bare newline would tell a pre-trained decoder that no indentation follows.
+Training is next-token prediction on the target's tokens (`telly.tasks.causal`); prediction is
+greedy decoding with `generate` until the line has ended; the prediction is that line, stripped.
 Metrics: exact match and edit similarity.
 """
 
@@ -18,7 +21,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, PretrainedConfig
+from transformers import AutoModelForCausalLM, PretrainedConfig, StoppingCriteria
 
 from telly.data.formats import read_line_completion
 from telly.errors import UserError
@@ -70,29 +73,24 @@ class CodeCompletionTask(Task):
         tokenizer = self.tokenizer
         start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
         self.start_ids = [] if start is None else [start]
-        self.line_end, self.end_ids = self._line_ends()
+        self.line_end = self._line_end()
+        self.end_ids = {tokenizer.eos_token_id, tokenizer.sep_token_id} - {None}
         return CausalLanguageModel(pretrained)
 
-    def _line_ends(self) -> tuple[list[int], set[int]]:
-        """The tokens that end a training line, and every token at which decoding stops.
-
-        A tokenizer that can write a newline ends lines with it, and decoding stops at any token
-        whose text holds one (GPT-2 has many, such as ")\n"); an uncased WordPiece cannot, so its
-        separator token marks the end of the line instead.
-        """
+    def _line_end(self) -> list[int]:
+        """The tokens that end a training line: a newline where the tokenizer can write one; an
+        uncased WordPiece cannot, so its separator token marks the end of the line instead."""
         tokenizer = self.tokenizer
         newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
-        end = {tokenizer.eos_token_id, tokenizer.sep_token_id} - {None}
         if newline and tokenizer.decode(newline) == "\n":
-            texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-            return newline, end | {i for i, text in enumerate(texts) if "\n" in text}
-        line_end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
-        return [line_end], end
+            return newline
+        return [tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id]
 
     def _context_ids(self, contexts: Sequence[str]) -> list[list[int]]:
-        """Start token + the context's last tokens (the nearest code matters most)."""
+        """Start token + the context's last tokens (the nearest code matters most), up to the end of
+        its last line without the newline."""
         budget = self.max_length(self.config.max_code_len) - self.line_budget - len(self.start_ids)
-        texts = [context + "\n" for context in contexts]
+        texts = [context.removesuffix("\n") for context in contexts]
         encoded = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
         return [self.start_ids + ids[-budget:] for ids in encoded]
 
@@ -103,7 +101,7 @@ class CodeCompletionTask(Task):
 
     def collate(self, examples: Sequence[CompletionExample]) -> dict[str, torch.Tensor]:
         contexts = self._context_ids([e.context for e in examples])
-        lines = self.tokenizer([e.line for e in examples], add_special_tokens=False, verbose=False)["input_ids"]
+        lines = self.tokenizer(["\n" + e.line for e in examples], add_special_tokens=False, verbose=False)["input_ids"]
         return prompt_target_batch(contexts, [line[: self.line_budget - len(self.line_end)] + self.line_end
                                               for line in lines])
 
@@ -119,5 +117,23 @@ class CodeCompletionTask(Task):
 
     def complete(self, model: CausalLanguageModel, prompts: dict[str, torch.Tensor]) -> list[str]:
         """Greedy completion of the next line of each (left-padded) prompt."""
-        outputs = model.generate(prompts, self.end_ids, beam_size=1, max_new_tokens=self.line_budget)
-        return [self.tokenizer.decode(ids, skip_special_tokens=True).split("\n")[0].strip() for ids in outputs]
+        line_ended = LineEnded(self.tokenizer, prompts["input_ids"].size(1))
+        outputs = model.generate(prompts, self.end_ids, beam_size=1, max_new_tokens=self.line_budget, stop=line_ended)
+        return [first_line(self.tokenizer.decode(ids, skip_special_tokens=True)) for ids in outputs]
+
+
+def first_line(text: str) -> str:
+    """The line a completion writes: after the newline (and indentation) that starts it, up to the next."""
+    return text.lstrip().split("\n")[0].strip()
+
+
+class LineEnded(StoppingCriteria):
+    """`generate` stops a row once the line it writes has ended: a newline after some text (the newline
+    and indentation that start the line do not count)."""
+
+    def __init__(self, tokenizer, prompt_width: int):
+        self.tokenizer, self.prompt_width = tokenizer, prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        written = self.tokenizer.batch_decode(input_ids[:, self.prompt_width :], skip_special_tokens=True)
+        return torch.tensor(["\n" in text.lstrip() for text in written], device=input_ids.device)

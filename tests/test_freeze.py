@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 from transformers import (
-    BertConfig, BertForMaskedLM, BertModel, GPT2Config, GPT2Model, LlamaConfig, LlamaForCausalLM, MPNetConfig,
-    MPNetModel, Qwen2Config, Qwen2Model, RobertaConfig, RobertaModel, T5Config, T5EncoderModel, T5Model,
+    BertConfig, BertForMaskedLM, BertModel, GemmaConfig, GemmaModel, GPT2Config, GPT2Model, LlamaConfig,
+    LlamaForCausalLM, MistralConfig, MistralModel, MPNetConfig, MPNetModel, Qwen2Config, Qwen2Model, RobertaConfig,
+    RobertaModel, Starcoder2Config, Starcoder2Model, T5Config, T5EncoderModel, T5Model,
 )
 
 from telly import UserError, find_backbone, freeze, param_report
@@ -33,6 +34,9 @@ def tiny_models():
         "mpnet": (MPNetModel(mpnet), ["embeddings.", "encoder.relative_attention_bias."], "encoder.layer.{}."),
         "llama-lm": (LlamaForCausalLM(LlamaConfig(**decoder)), ["model.embed_tokens."], "model.layers.{}."),
         "qwen2": (Qwen2Model(Qwen2Config(**decoder)), ["embed_tokens."], "layers.{}."),
+        "mistral": (MistralModel(MistralConfig(**decoder)), ["embed_tokens."], "layers.{}."),
+        "starcoder2": (Starcoder2Model(Starcoder2Config(**decoder)), ["embed_tokens."], "layers.{}."),
+        "gemma": (GemmaModel(GemmaConfig(**decoder, head_dim=8)), ["embed_tokens."], "layers.{}."),
     }
 
 

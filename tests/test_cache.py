@@ -5,6 +5,8 @@ import copy
 import json
 import logging
 import math
+import sysconfig
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +21,7 @@ from telly.models.cache import FillCounts, FrozenPrefixCache
 from telly.tasks.search import CodeSearchTask, SearchExample
 
 HIDDEN = 32
+EMAIL = Path(sysconfig.get_paths()["stdlib"]) / "email"
 
 
 def examples(email_corpus):
@@ -81,7 +84,7 @@ def test_cached_training_gives_the_uncached_losses_step_by_step(k, tokenizer, em
 
     cached = task.build_model(copy.deepcopy(encoder))
     freeze(cached, k)
-    cache = FrozenPrefixCache(cached, k, tokenizer.pad_token_id)
+    cache = FrozenPrefixCache(cached, k)
     # Filled from differently composed batches: padding and order must not matter.
     cache.fill(cached, lambda: [task.loss(cached, task.collate(data[i : i + 5])) for i in range(0, len(data), 5)])
     assert len(cache) == len({e.query for e in data} | {e.code for e in data})
@@ -111,7 +114,7 @@ def test_encoder_side_of_summarization_is_cached_exactly(tokenizer, email_corpus
     batches = [task.collate(data[i : i + 8]) for i in range(0, len(data), 8)]
     expected = train_losses(task, plain, batches * 2)
     cached = build()
-    cache = FrozenPrefixCache(cached, k, tokenizer.pad_token_id)
+    cache = FrozenPrefixCache(cached, k)
     cache.fill(cached, lambda: [task.loss(cached, batch) for batch in batches])
     assert len(cache) == len({e.source for e in data})  # sources only: targets never went in
     assert train_losses(task, cached, batches * 2, cache) == pytest.approx(expected, abs=1e-5)
@@ -141,7 +144,7 @@ def test_t5_encoder_is_cached_exactly(k, tokenizer, email_corpus):
     batches = [task.collate(data[i : i + 8]) for i in range(0, len(data), 8)]
     expected = train_losses(task, plain, batches * 2)
     cached = frozen_model(task, pretrained, k)
-    cache = FrozenPrefixCache(cached, k, tokenizer.pad_token_id)
+    cache = FrozenPrefixCache(cached, k)
     cache.fill(cached, lambda: [task.loss(cached, task.collate(data[i : i + 5])) for i in range(0, len(data), 5)])
     assert len(cache) == len({e.source for e in data})
     assert train_losses(task, cached, batches * 2, cache) == pytest.approx(expected, abs=1e-5)
@@ -174,7 +177,7 @@ def shard_shapes(path) -> list[list[int]]:
 
 def spilled_cache(task, model, k, folder, data) -> FrozenPrefixCache:
     """A filled cache whose every state is in shard files."""
-    cache = FrozenPrefixCache(model, k, task.tokenizer.pad_token_id, spill_folder=folder, memory_limit=0)
+    cache = FrozenPrefixCache(model, k, spill_folder=folder, memory_limit=0)
     fill(cache, task, model, data)
     return cache
 
@@ -195,7 +198,7 @@ def test_states_beyond_the_memory_limit_are_spilled_and_replayed_exactly(tokeniz
     state_bytes = sum(len(ids) for ids in wanted) * HIDDEN * 4  # float32
     limit = state_bytes // 3
     model = frozen_model(task, encoder, k)
-    cache = FrozenPrefixCache(model, k, tokenizer.pad_token_id, spill_folder=tmp_path / "spill", memory_limit=limit)
+    cache = FrozenPrefixCache(model, k, spill_folder=tmp_path / "spill", memory_limit=limit)
     assert fill(cache, task, model, data) == FillCounts(reused=0, computed=len(wanted))
     assert len(cache) == len(wanted)
     assert 0 < cache.store.memory_bytes <= limit
@@ -215,7 +218,7 @@ def test_a_second_cache_on_the_spill_folder_computes_nothing_and_replays_the_sam
 
     model = frozen_model(task, encoder, k)
     block_forwards = count_forwards(model.encoder.encoder.layer[0])
-    cache = FrozenPrefixCache(model, k, tokenizer.pad_token_id, spill_folder=tmp_path, memory_limit=0)
+    cache = FrozenPrefixCache(model, k, spill_folder=tmp_path, memory_limit=0)
     assert fill(cache, task, model, data) == FillCounts(reused=len(sequences(tokenizer, data)), computed=0)
     assert block_forwards == []
     assert shards(tmp_path) == written
@@ -227,7 +230,7 @@ def test_another_k_recomputes_every_sequence_and_deletes_the_old_shards(tokenize
     spilled_cache(task, frozen_model(task, encoder, 2), 2, tmp_path, data)
     old = shards(tmp_path)
     model = frozen_model(task, encoder, 1)
-    cache = FrozenPrefixCache(model, 1, tokenizer.pad_token_id, spill_folder=tmp_path, memory_limit=0)
+    cache = FrozenPrefixCache(model, 1, spill_folder=tmp_path, memory_limit=0)
     assert len(cache) == 0 and not any(path.exists() for path in old)
     assert fill(cache, task, model, data) == FillCounts(reused=0, computed=len(sequences(tokenizer, data)))
     assert len(shards(tmp_path)) == 1  # the new K's states
@@ -241,7 +244,7 @@ def test_another_frozen_weight_recomputes_every_sequence(tokenizer, email_corpus
     with torch.no_grad():
         changed.embeddings.word_embeddings.weight[tokenizer.cls_token_id, 0] += 1e-3
     model = frozen_model(task, changed, k)
-    cache = FrozenPrefixCache(model, k, tokenizer.pad_token_id, spill_folder=tmp_path, memory_limit=0)
+    cache = FrozenPrefixCache(model, k, spill_folder=tmp_path, memory_limit=0)
     assert fill(cache, task, model, data) == FillCounts(reused=0, computed=len(sequences(tokenizer, data)))
     assert not any(path.exists() for path in old)
 
@@ -251,7 +254,7 @@ def test_new_examples_compute_only_their_sequences(tokenizer, email_corpus, tmp_
     spilled_cache(task, frozen_model(task, encoder, k), k, tmp_path, data[:30])
     before, after = sequences(tokenizer, data[:30]), sequences(tokenizer, data)
     model = frozen_model(task, encoder, k)
-    cache = FrozenPrefixCache(model, k, tokenizer.pad_token_id, spill_folder=tmp_path, memory_limit=0)
+    cache = FrozenPrefixCache(model, k, spill_folder=tmp_path, memory_limit=0)
     counts = fill(cache, task, model, data)
     assert counts == FillCounts(reused=len(before), computed=len(after - before))
     assert counts.computed >= 10  # the new examples' code at least
@@ -265,7 +268,7 @@ def test_another_max_length_computes_only_the_sequences_it_truncates(tokenizer, 
     shorter = search_task(tokenizer, max_code_len=24)
     before, after = sequences(tokenizer, data, 64), sequences(tokenizer, data, 24)
     model = frozen_model(shorter, encoder, k)
-    cache = FrozenPrefixCache(model, k, tokenizer.pad_token_id, spill_folder=tmp_path, memory_limit=0)
+    cache = FrozenPrefixCache(model, k, spill_folder=tmp_path, memory_limit=0)
     counts = fill(cache, shorter, model, data)
     assert counts == FillCounts(reused=len(after & before), computed=len(after - before))
     assert 0 < counts.computed < len(after)
@@ -280,7 +283,7 @@ def test_a_damaged_shard_is_computed_again_not_a_crash(tokenizer, email_corpus, 
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # a torn file
     model = frozen_model(task, encoder, k)
     with caplog.at_level(logging.WARNING, logger="telly"):
-        cache = FrozenPrefixCache(model, k, tokenizer.pad_token_id, spill_folder=tmp_path, memory_limit=0)
+        cache = FrozenPrefixCache(model, k, spill_folder=tmp_path, memory_limit=0)
     assert f"{damaged} is damaged" in caplog.text and not damaged.exists()
     everything = len(sequences(tokenizer, data))
     assert fill(cache, task, model, data) == FillCounts(reused=everything - lost, computed=lost)
@@ -289,3 +292,95 @@ def test_a_damaged_shard_is_computed_again_not_a_crash(tokenizer, email_corpus, 
 def test_the_memory_limit_must_be_positive():
     with pytest.raises(UserError, match="--cache-memory-mb must be > 0"):
         CacheOptions(memory_mb=0)
+
+
+# Every family of the layout table: MPNet's tuples, GPT-2 and the Llama family (decoders, last-token
+# pooling, rotary positions), line completion; keys that do not depend on the padding side or pad id.
+
+
+def tiny_decoder_config(family: str, vocab_size: int):
+    """A 4-layer, 32-wide random config of a decoder family, dropout on (0.1) wherever it is the
+    blocks' own. StarCoder2's embedding dropout is applied with the whole model's training flag, not
+    the frozen embeddings', so uncached Telly-K would drop out what the cache stored: it stays 0 here."""
+    from transformers import GemmaConfig, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config, Starcoder2Config
+
+    shared = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=128, attention_dropout=0.1)
+    return {
+        "gpt2": lambda: GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=4, n_head=2, n_positions=128,
+                                   resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1),
+        "llama": lambda: LlamaConfig(**shared),
+        "qwen2": lambda: Qwen2Config(**shared),
+        "mistral": lambda: MistralConfig(**shared),
+        "starcoder2": lambda: Starcoder2Config(**shared, residual_dropout=0.1, embedding_dropout=0.0),
+        "gemma": lambda: GemmaConfig(**shared, head_dim=8),
+    }[family]()
+
+
+DECODER_FAMILIES = ["gpt2", "llama", "qwen2", "mistral", "starcoder2", "gemma"]
+
+
+def left_padding(tokenizer):
+    left = copy.deepcopy(tokenizer)
+    left.padding_side = "left"
+    return left
+
+
+def assert_cached_training_is_exact(task, fill_task, pretrained, k, data, batch_size=8):
+    """Fill the cache through `fill_task` (other batches, maybe other padding), train through `task`
+    with and without it: the same losses step by step."""
+    plain = frozen_model(task, pretrained, k)  # also tells a task its special tokens
+    batches = [task.collate(data[i : i + batch_size]) for i in range(0, len(data), batch_size)]
+    expected = train_losses(task, plain, batches * 2)
+    model = frozen_model(task, pretrained, k)
+    cache = FrozenPrefixCache(model, k)
+    cache.fill(model, lambda: [fill_task.loss(model, fill_task.collate(data[i : i + 5])) for i in range(0, len(data), 5)])
+    assert train_losses(task, model, batches * 2, cache) == pytest.approx(expected, abs=1e-5)
+    return cache
+
+
+@pytest.mark.parametrize("k", [0, 2])
+def test_mpnet_whose_blocks_return_tuples_is_cached_exactly(k, tokenizer, email_corpus):
+    from transformers import MPNetConfig, MPNetModel
+
+    torch.manual_seed(0)
+    mpnet = MPNetModel(MPNetConfig(vocab_size=tokenizer.vocab_size, hidden_size=HIDDEN, num_hidden_layers=4,
+                                   num_attention_heads=2, intermediate_size=64, max_position_embeddings=130,
+                                   hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1))
+    task = search_task(tokenizer)
+    data = examples(email_corpus)
+    cache = assert_cached_training_is_exact(task, task, mpnet, k, data)
+    assert len(cache) == len(sequences(tokenizer, data))
+    assert all(type(block).__name__ == "MPNetLayer" for block in mpnet.encoder.layer)
+
+
+@pytest.mark.parametrize("family", DECODER_FAMILIES)
+def test_decoder_families_are_cached_exactly_whatever_the_padding_side(family, byte_level_tokenizer, email_corpus):
+    """Code search on a decoder (last-token pooling): the cache filled from left-padded batches
+    serves right-padded training batches, and the pad id is a real token of the vocabulary."""
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    decoder = AutoModel.from_config(tiny_decoder_config(family, len(byte_level_tokenizer)))
+    task, left = search_task(byte_level_tokenizer), search_task(left_padding(byte_level_tokenizer))
+    assert task.pooling(decoder) == "last"
+    data = examples(email_corpus)[:24]
+    cache = assert_cached_training_is_exact(task, left, decoder, 2, data)
+    assert len(cache) == len(sequences(byte_level_tokenizer, data))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_line_completion_on_a_decoder_is_cached_exactly(family, byte_level_tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from telly.data import BUILDERS
+    from telly.tasks.complete import CodeCompletionTask
+
+    BUILDERS["code-completion"]([EMAIL], tmp_path, seed=0)
+    torch.manual_seed(0)
+    pretrained = AutoModelForCausalLM.from_config(tiny_decoder_config(family, len(byte_level_tokenizer)))
+    task = CodeCompletionTask(FinetuneConfig(task="code-completion", data="-", out="-", max_code_len=48, max_nl_len=16))
+    task.tokenizer = byte_level_tokenizer
+    data = task.read_split(tmp_path, "train")[:24]
+    for k in (0, 3):
+        assert_cached_training_is_exact(task, task, pretrained, k, data)

@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 from transformers import (
-    BertConfig, BertForMaskedLM, BertModel, GPT2Config, GPT2Model, RobertaConfig, RobertaModel,
-    T5Config, T5EncoderModel, T5Model,
+    BertConfig, BertForMaskedLM, BertModel, GemmaConfig, GemmaModel, GPT2Config, GPT2Model, LlamaConfig,
+    LlamaForCausalLM, MistralConfig, MistralModel, MPNetConfig, MPNetModel, Qwen2Config, Qwen2Model, RobertaConfig,
+    RobertaModel, Starcoder2Config, Starcoder2Model, T5Config, T5EncoderModel, T5Model,
 )
 
 from telly import UserError, find_backbone, freeze, param_report
@@ -18,6 +19,9 @@ def tiny_models():
     roberta = RobertaConfig(vocab_size=100, hidden_size=16, num_hidden_layers=LAYERS, num_attention_heads=2, intermediate_size=32)
     t5 = T5Config(vocab_size=100, d_model=16, d_ff=32, d_kv=8, num_heads=2, num_layers=LAYERS, num_decoder_layers=2)
     gpt2 = GPT2Config(vocab_size=100, n_embd=16, n_layer=LAYERS, n_head=2, n_positions=64, bos_token_id=0, eos_token_id=0)
+    mpnet = MPNetConfig(vocab_size=100, hidden_size=16, num_hidden_layers=LAYERS, num_attention_heads=2, intermediate_size=32)
+    decoder = dict(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=LAYERS, num_attention_heads=2,
+                   num_key_value_heads=1, tie_word_embeddings=False)
     # (model, name prefixes of the embeddings, prefix of block i)
     return {
         "bert": (BertModel(bert), ["embeddings."], "encoder.layer.{}."),
@@ -26,6 +30,13 @@ def tiny_models():
         "t5-encoder": (T5EncoderModel(t5), ["shared.", "encoder.embed_tokens."], "encoder.block.{}."),
         "t5": (T5Model(t5), ["shared.", "encoder.embed_tokens.", "decoder.embed_tokens."], "encoder.block.{}."),
         "gpt2": (GPT2Model(gpt2), ["wte.", "wpe."], "h.{}."),
+        # The relative position bias table the frozen blocks read freezes with the embeddings.
+        "mpnet": (MPNetModel(mpnet), ["embeddings.", "encoder.relative_attention_bias."], "encoder.layer.{}."),
+        "llama-lm": (LlamaForCausalLM(LlamaConfig(**decoder)), ["model.embed_tokens."], "model.layers.{}."),
+        "qwen2": (Qwen2Model(Qwen2Config(**decoder)), ["embed_tokens."], "layers.{}."),
+        "mistral": (MistralModel(MistralConfig(**decoder)), ["embed_tokens."], "layers.{}."),
+        "starcoder2": (Starcoder2Model(Starcoder2Config(**decoder)), ["embed_tokens."], "layers.{}."),
+        "gemma": (GemmaModel(GemmaConfig(**decoder, head_dim=8)), ["embed_tokens."], "layers.{}."),
     }
 
 
@@ -107,3 +118,21 @@ def test_frozen_modules_stay_in_eval_mode_through_train_and_thaw_when_unfrozen(t
     freeze(model, -1)
     model.train()
     assert all(module.training for module in model.modules())
+
+
+@pytest.mark.parametrize("family", list(tiny_models()))
+def test_every_family_has_its_lora_targets(family):
+    model, *_ = tiny_models()[family]
+    targets = find_backbone(model).layout.lora_targets
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    assert targets and set(targets) <= names
+
+
+def test_an_encoder_with_embed_tokens_and_layers_is_not_taken_for_a_llama_decoder():
+    """BART's encoder has `embed_tokens` and `layers` too, but no rotary embedding."""
+    from transformers import BartConfig, BartModel
+
+    bart = BartModel(BartConfig(vocab_size=100, d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                                decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32))
+    with pytest.raises(UserError, match="unsupported architecture BartModel"):
+        find_backbone(bart)

@@ -129,6 +129,17 @@ def test_align_to_subwords_truncates(minilm_tokenizer):
     assert minilm_tokenizer.convert_ids_to_tokens(input_ids)[-1] == "[SEP]"
 
 
+def test_a_byte_level_bpe_reads_the_tokens_apart_as_a_decoder_reads_code(byte_level_tokenizer):
+    """The ids are those of the space-joined code tokens (not "returnself" glued); each token's first
+    sub-word carries its label."""
+    tokens = lexical_types(ALIGNMENT_CODE)
+    input_ids, labels = align_to_subwords(tokens, byte_level_tokenizer, 60)
+    joined = byte_level_tokenizer(" ".join(text for text, _ in tokens))["input_ids"]
+    assert input_ids[: len(joined)] == joined
+    assert set(input_ids[len(joined) :]) == {byte_level_tokenizer.pad_token_id}
+    assert [label for label in labels if label != IGNORED] == [LEXICAL_TYPES.index(kind) for _, kind in tokens]
+
+
 # --- SBT ----------------------------------------------------------------------------------------
 
 

@@ -7,7 +7,8 @@ from transformers import BertConfig, BertModel, T5Config, T5ForConditionalGenera
 
 from telly import FinetuneConfig, UserError, freeze, param_report
 from telly.config import MIN_SEQUENCE_LEN
-from telly.tasks.complete import CompletionExample, CodeCompletionTask, context_from_input
+from telly.tasks.causal import left_padded
+from telly.tasks.complete import CodeCompletionTask, CompletionExample, context_from_input
 from telly.tasks.seq2seq import EncoderWithNewDecoder, IGNORE_INDEX, Seq2SeqExample
 from telly.tasks.summarize import CodeSummarizationTask, first_sentence
 
@@ -20,40 +21,66 @@ def make_task(task_class, tokenizer, **options):
 
 
 class ScriptedLM:
-    """Stands in for a causal LM: whatever the prompt, it writes `script` token by token."""
+    """Stands in for a CausalLanguageModel: whatever the prompt, it writes `script` until a token of
+    `end_ids` (kept), as `generate` stops."""
 
-    def __init__(self, script, vocab_size, prompt_width):
-        self.script, self.vocab_size, self.prompt_width = script, vocab_size, prompt_width
+    def __init__(self, script):
+        self.script = script
 
-    def __call__(self, input_ids, attention_mask):
-        generated = input_ids.size(1) - self.prompt_width
-        logits = torch.zeros(input_ids.size(0), input_ids.size(1), self.vocab_size)
-        logits[:, -1, self.script[min(generated, len(self.script) - 1)]] = 10.0
-        return logits
+    def generate(self, prompts, end_ids, beam_size, max_new_tokens, stop):
+        self.stop, prompt = stop, prompts["input_ids"]
+        written = []
+        for token in self.script[:max_new_tokens]:
+            written.append(token)
+            if token in end_ids or stop(torch.cat([prompt, prompt.new_tensor([written])], dim=1), None).all():
+                break
+        return [written for _ in prompt]
+
+
+def completion_task(tokenizer, start_id):
+    task = make_task(CodeCompletionTask, tokenizer, max_nl_len=20)
+    task.start_ids = [start_id]
+    task.line_end = task._line_end()
+    task.end_ids = {tokenizer.eos_token_id, tokenizer.sep_token_id} - {None}
+    return task
 
 
 def test_completion_stops_at_the_end_of_the_line_with_a_newline_tokenizer(byte_level_tokenizer):
-    task = make_task(CodeCompletionTask, byte_level_tokenizer, max_nl_len=20)
-    task.start_ids = [byte_level_tokenizer.bos_token_id]
-    task.line_end, task.end_ids = task._line_ends()
-    script = byte_level_tokenizer("total = 1\nnever = 2\n", add_special_tokens=False)["input_ids"]
-    contexts = ["def f(items):"]
-    width = len(task._context_ids(contexts)[0])
-    lm = ScriptedLM(script, len(byte_level_tokenizer), width)
-    assert task.complete(lm, task.prompts(contexts)) == ["total = 1"]
+    """The newline and indentation that start the line are written first; the next newline ends it."""
+    task = completion_task(byte_level_tokenizer, byte_level_tokenizer.bos_token_id)
+    first_line, rest = "\n    total = 1\n", "never = 2\n"
+    script = byte_level_tokenizer(first_line + rest, add_special_tokens=False)["input_ids"]
+    line_tokens = len(byte_level_tokenizer(first_line, add_special_tokens=False)["input_ids"])
+    assert script[:line_tokens] == byte_level_tokenizer(first_line, add_special_tokens=False)["input_ids"]
+    model = ScriptedLM(script)
+    prompts = left_padded(task._context_ids(["def f(items):\n"]))
+    assert task.complete(model, prompts) == ["total = 1"]
+    prompt = prompts["input_ids"][0].tolist()
+    ended = [bool(model.stop(torch.tensor([prompt + script[:written]]), None)) for written in range(1, len(script) + 1)]
+    assert ended == [written >= line_tokens for written in range(1, len(script) + 1)]  # at the line's end, not before
     assert task.line_end == byte_level_tokenizer("\n", add_special_tokens=False)["input_ids"]
 
 
+def test_a_completion_prompt_ends_where_the_code_ends_and_the_target_starts_the_next_line(byte_level_tokenizer):
+    """A byte-level BPE merges a newline with the next line's indentation: the model writes both."""
+    task = completion_task(byte_level_tokenizer, byte_level_tokenizer.bos_token_id)
+    from telly.tasks.complete import CompletionExample
+
+    batch = task.collate([CompletionExample("def f(items):\n", "return items")])
+    ids = batch["input_ids"][0].tolist()
+    prompt = [byte_level_tokenizer.bos_token_id] + byte_level_tokenizer("def f(items):")["input_ids"]
+    target = byte_level_tokenizer("\nreturn items")["input_ids"] + byte_level_tokenizer("\n")["input_ids"]
+    assert ids == prompt + target
+    assert batch["labels"][0].tolist() == [IGNORE_INDEX] * len(prompt) + target
+
+
 def test_completion_stops_at_sep_with_a_tokenizer_that_has_no_newline(tokenizer):
-    task = make_task(CodeCompletionTask, tokenizer, max_nl_len=20)
-    task.start_ids = [tokenizer.cls_token_id]
-    task.line_end, task.end_ids = task._line_ends()
+    task = completion_task(tokenizer, tokenizer.cls_token_id)
     assert task.line_end == [tokenizer.sep_token_id]
     script = tokenizer("return total", add_special_tokens=False)["input_ids"] + [tokenizer.sep_token_id]
     script += tokenizer("junk after", add_special_tokens=False)["input_ids"]
-    contexts = ["def f(items):"]
-    lm = ScriptedLM(script, tokenizer.vocab_size, len(task._context_ids(contexts)[0]))
-    assert task.complete(lm, task.prompts(contexts)) == ["return total"]
+    prompts = left_padded(task._context_ids(["def f(items):"]))
+    assert task.complete(ScriptedLM(script), prompts) == ["return total"]
 
 
 def test_codexglue_input_becomes_code():
@@ -121,7 +148,7 @@ def test_freeze_decoder_on_t5_and_refusal_on_a_new_decoder(tokenizer):
 def test_encoder_as_causal_lm_keeps_its_positions_and_ignores_left_padding(family):
     from transformers import BertLMHeadModel, RobertaConfig, RobertaForCausalLM
 
-    from telly.tasks.complete import CausalLanguageModel
+    from telly.tasks.causal import CausalLanguageModel
 
     config_class, model_class, pad = {"bert": (BertConfig, BertLMHeadModel, 0),
                                       "roberta": (RobertaConfig, RobertaForCausalLM, 1)}[family]
@@ -129,7 +156,8 @@ def test_encoder_as_causal_lm_keeps_its_positions_and_ignores_left_padding(famil
     model = model_class(config_class(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                                      intermediate_size=32, max_position_embeddings=40, is_decoder=True,
                                      pad_token_id=pad)).eval()
-    wrapper = CausalLanguageModel(model, has_new_parts=True)
+    wrapper = CausalLanguageModel(model)
+    assert wrapper.has_new_parts  # an encoder's LM head is not in a sentence-embedding checkpoint
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         ours = wrapper(ids, torch.ones_like(ids))
@@ -148,16 +176,73 @@ def test_completion_at_the_shortest_length_keeps_context_and_line(which, tokeniz
     chosen = {"word_piece": tokenizer, "byte_level": byte_level_tokenizer}[which]
     task = make_task(CodeCompletionTask, chosen, max_code_len=MIN_SEQUENCE_LEN, max_nl_len=MIN_SEQUENCE_LEN)
     task.start_ids = [chosen.bos_token_id if chosen.bos_token_id is not None else chosen.cls_token_id]
-    task.line_end, task.end_ids = task._line_ends()
-    [row] = task.collate([CompletionExample("def f(items):\n    total = 0\n", "return total")])["labels"].tolist()
+    task.line_end = task._line_end()
+    batch = task.collate([CompletionExample("def f(items):\n    total = 0\n", "return total")])
+    [row] = batch["input_ids"].tolist()
+    context = chosen("def f(items):\n    total = 0", add_special_tokens=False)["input_ids"]
+    line = chosen("\nreturn total", add_special_tokens=False)["input_ids"]
     # start, the context's last token, the line's first token, the line's end
-    assert len(row) == MIN_SEQUENCE_LEN
-    assert row[0] == task.start_ids[0] and row[-len(task.line_end):] == task.line_end
+    assert row == [task.start_ids[0], context[-1], line[0], *task.line_end]
+    assert batch["labels"][0].tolist()[-2:] == [line[0], *task.line_end]
 
 
 def test_a_target_at_the_shortest_length_keeps_text_between_start_and_end(tokenizer):
     task = make_task(CodeSummarizationTask, tokenizer, max_nl_len=MIN_SEQUENCE_LEN, decoder_layers=1)
-    task.start_id, task.end_id = tokenizer.cls_token_id, tokenizer.sep_token_id
-    [row] = task._targets(["Return the total of the items."]).tolist()
+    task.prompted, task.start_id, task.end_id = False, tokenizer.cls_token_id, tokenizer.sep_token_id
+    [row] = task.collate([Seq2SeqExample("def total(items): pass", "Return the total of the items.")])["target_ids"].tolist()
     assert row == [tokenizer.cls_token_id, *tokenizer("return the", add_special_tokens=False)["input_ids"],
                    tokenizer.sep_token_id]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "roberta"])
+def test_generate_from_left_padded_prompts_is_greedy_decoding_of_each_prompt_alone(family):
+    """transformers' generate with its key/value cache, a batch of left-padded prompts and positions
+    that count real tokens only (RoBERTa's from its padding index) gives, prompt by prompt, what
+    arg-maxing the full forward of the unpadded prompt token by token gives."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, RobertaConfig, RobertaForCausalLM
+
+    from telly.tasks.causal import CausalLanguageModel
+
+    torch.manual_seed(0)
+    model = {
+        "gpt2": lambda: GPT2LMHeadModel(GPT2Config(vocab_size=60, n_embd=16, n_layer=2, n_head=2, n_positions=64)),
+        "llama": lambda: LlamaForCausalLM(LlamaConfig(vocab_size=60, hidden_size=16, intermediate_size=32,
+                                                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                                      max_position_embeddings=64, pad_token_id=0)),
+        "roberta": lambda: RobertaForCausalLM(RobertaConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2,
+                                                            num_attention_heads=2, intermediate_size=32,
+                                                            max_position_embeddings=64, is_decoder=True, pad_token_id=1)),
+    }[family]().eval()
+    lm, end, prompts = CausalLanguageModel(model), 59, [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+    with torch.no_grad():
+        generated = lm.generate(left_padded(prompts), {end}, beam_size=1, max_new_tokens=6)
+        for prompt, row in zip(prompts, generated):
+            ids, expected = torch.tensor([prompt]), []
+            while len(expected) < 6 and end not in expected:
+                expected.append(int(lm(ids, torch.ones_like(ids))[0, -1].argmax()))
+                ids = torch.cat([ids, torch.tensor([expected[-1:]])], dim=1)
+            assert row == expected
+
+
+def test_decoder_summarization_scores_the_summary_only_and_ends_with_eos(byte_level_tokenizer):
+    """A decoder-only model reads code + separator and writes the summary + EOS; only those are labelled."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    task = make_task(CodeSummarizationTask, byte_level_tokenizer, max_code_len=32, max_nl_len=8)
+    torch.manual_seed(0)
+    model = task.build_model(LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(byte_level_tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)))
+    batch = task.collate([Seq2SeqExample("def f(): return 1", "Return one."), Seq2SeqExample("x = 2", "Set x.")])
+    code = byte_level_tokenizer("def f(): return 1", add_special_tokens=False)["input_ids"]
+    separator = byte_level_tokenizer("\nSummary:\n", add_special_tokens=False)["input_ids"]
+    summary = byte_level_tokenizer("Return one.", add_special_tokens=False)["input_ids"]
+    eos = byte_level_tokenizer.eos_token_id
+    assert batch["input_ids"][0, : len(code) + len(separator) + len(summary) + 1].tolist() == code + separator + summary + [eos]
+    labelled = batch["labels"][0][batch["labels"][0] != IGNORE_INDEX].tolist()
+    assert labelled == summary + [eos]
+    model.eval()
+    logits = model(batch["input_ids"], batch["attention_mask"])
+    real = batch["labels"][:, 1:] != IGNORE_INDEX
+    expected = F.cross_entropy(logits[:, :-1][real], batch["labels"][:, 1:][real])
+    assert task.loss(model, batch).item() == pytest.approx(expected.item(), rel=1e-6)

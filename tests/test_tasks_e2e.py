@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
+from transformers import (
+    BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration,
+)
 
 from telly.cli import main
 from telly.data import BUILDERS
@@ -18,7 +20,7 @@ K = 1
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tokenizer, byte_level_tokenizer):
     """Tiny random models saved as local folders: BERT and T5 with the real WordPiece tokenizer,
-    GPT-2 with a byte-level BPE (it writes newlines, as GPT-2's does)."""
+    GPT-2 and Llama with a byte-level BPE (it writes newlines, as theirs do)."""
     torch.manual_seed(0)
     vocab = tokenizer.vocab_size
     end = byte_level_tokenizer.eos_token_id
@@ -32,6 +34,11 @@ def models(tmp_path_factory, tokenizer, byte_level_tokenizer):
         "gpt2": (GPT2LMHeadModel(GPT2Config(vocab_size=len(byte_level_tokenizer), n_embd=32, n_layer=3, n_head=2,
                                             n_positions=128, bos_token_id=end, eos_token_id=end)),
                  byte_level_tokenizer),
+        "llama": (LlamaForCausalLM(LlamaConfig(vocab_size=len(byte_level_tokenizer), hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                                               max_position_embeddings=128, bos_token_id=end, eos_token_id=end,
+                                               pad_token_id=end)),
+                  byte_level_tokenizer),
     }
     folders = {}
     for name, (model, model_tokenizer) in built.items():
@@ -67,6 +74,12 @@ CASES = {
     "code-generation/bert": ("code-generation", "bert", {"bleu", "exact_match"}, True, {"encoder", "decoder", "head"}),
     "code-completion/gpt2": ("code-completion", "gpt2", {"exact_match", "edit_similarity"}, False, {"body", "head"}),
     "code-completion/bert": ("code-completion", "bert", {"exact_match", "edit_similarity"}, True, {"body", "head"}),
+    # Decoder-only: causal LMs on prompt → target, pooled hidden states for clones.
+    "code-completion/llama": ("code-completion", "llama", {"exact_match", "edit_similarity"}, False, {"body", "head"}),
+    "code-summarization/llama": ("code-summarization", "llama", {"bleu"}, False, {"body", "head"}),
+    "code-generation/gpt2": ("code-generation", "gpt2", {"bleu", "exact_match"}, False, {"body", "head"}),
+    "clone-detection/llama": ("clone-detection", "llama", {"precision", "recall", "f1", "threshold"}, True,
+                              {"encoder", "head"}),
 }
 
 
@@ -76,6 +89,8 @@ def test_task_end_to_end(case, models, datasets, tmp_path):
     metrics = finetune(task, models[model_name], datasets[task], tmp_path / "run")
 
     assert set(metrics["test"]) == metric_keys
+    assert metrics["activation_cache"]  # every task and family runs from the cache at K >= 0
+    assert metrics["pooling"] == {"clone-detection/llama": "last", "clone-detection/bert": "mean"}.get(case)
     assert (metrics["zero_shot_test"] is None) == new_parts
     assert set(metrics["params"]["components"]) == components
     parts = metrics["params"]["components"].values()
@@ -146,3 +161,10 @@ def test_task_end_to_end_on_java_and_ruby(case, models, other_language_datasets,
     losses = [epoch["train_loss"] for epoch in metrics["history"]]
     assert losses[1] < losses[0]
     assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("model_name, pooling", [("llama", "last"), ("bert", "mean")])
+def test_code_search_pools_as_the_family_says_and_records_it(model_name, pooling, models, email_corpus, tmp_path):
+    metrics = finetune("code-search", models[model_name], email_corpus, tmp_path / "run")
+    assert metrics["pooling"] == pooling
+    assert set(metrics["test"]) == {"mrr", "r@1", "r@5", "r@10"}

@@ -128,7 +128,8 @@ class FinetuneConfig:
     task: str = option(None, "task name, e.g. code-search", required=True)
     data: str = option(None, "dataset folder (train/valid/test files in the task's format)", required=True)
     out: str = option(None, "run folder to write (config.json, metrics.json, log.txt, best/)", required=True)
-    model: str = option("default", "hub id, local model folder, or 'default' (packaged all-MiniLM-L6-v2)")
+    model: str = option("default", "hub id, local model folder, a .gguf file, 'default' (packaged all-MiniLM-L6-v2) "
+                                   "or 'smollm2' (packaged SmolLM2-135M, a Llama decoder)")
     freeze: int | str = option(
         FULL_FINETUNING, "Telly-K: freeze embeddings + bottom K blocks; -1 = full fine-tuning; auto = choose K "
         "(see --auto-freeze-*)", parse=parse_freeze, metavar="K|auto",

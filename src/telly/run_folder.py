@@ -63,6 +63,7 @@ class RunMetrics:
     examples: dict[str, int] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)  # one entry per evaluation point
     activation_cache: bool = False
+    pooling: str | None = None  # how code search / clone detection pooled token states: "mean" or "last"
     device: str | None = None
     device_name: str | None = None
     precision: str = "no"

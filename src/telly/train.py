@@ -33,7 +33,7 @@ from telly.checkpoints import (
 from telly.config import FULL_FINETUNING, FinetuneConfig
 from telly.errors import UserError
 from telly.files import atomic_path, write_json
-from telly.models.cache import FrozenPrefixCache, cache_supported
+from telly.models.cache import FrozenPrefixCache
 from telly.models.freeze import ParamReport, freeze, param_report
 from telly.models.layers import find_backbone
 from telly.models.lora import apply_lora
@@ -111,7 +111,7 @@ def set_up(config: FinetuneConfig, out: Path, processes, runtime: Runtime) -> Tr
     clock = TrainingClock()
     policy = stop_policy(config, steps_per_epoch)
     scheduler = policy.schedule(optimizer, config.warmup_fraction, clock)
-    cache = prefix_cache(task, model, config, processes)
+    cache = prefix_cache(model, config, processes)
     runtime.reset_peak_memory()
     return Training(config, out, processes, runtime, task, model, train, valid, test, params, num_layers,
                     steps_per_epoch, trainable, optimizer, scheduler, runtime.grad_scaler(), policy, clock, cache)
@@ -156,8 +156,9 @@ def train_until_evaluation(run: Training, state: TrainingState) -> None:
     epoch_batches = batches(epoch_order(len(run.train), run.config.seed, state.epoch), run.config.batch_size)
     evaluation_due = False
     with run.cache.replaying() if run.cache is not None else nullcontext():
+        # Redrawn after every step whatever its speed (a training step is never too fast to draw).
         progress = tqdm(epoch_batches[state.step_in_epoch :], desc=run.policy.label(state), unit="step", leave=False,
-                        disable=None)
+                        disable=None, mininterval=0, miniters=1)
         for indices in progress:
             record_step(run, state, train_step(run, indices))
             progress.set_postfix(loss=f"{state.losses_since_evaluation[-1]:.4f}")  # drawn at once: steps are slow
@@ -299,7 +300,8 @@ def test_and_write(run: Training, state: TrainingState, freeze_auto: dict | None
         steps=state.global_step, epochs_trained=state.global_step / run.steps_per_epoch,
         processes=run.processes.num_processes,
         examples={"train": len(run.train), "valid": len(run.valid), "test": len(run.test)},
-        history=state.history, activation_cache=run.cache is not None, **run.runtime.to_dict(),
+        history=state.history, activation_cache=run.cache is not None, pooling=run.task.pooling(run.model),
+        **run.runtime.to_dict(),
         peak_rss_mb=peak_rss_mb(), peak_device_memory_mb=run.runtime.peak_memory_mb(),
     )
     write_json(run.out / METRICS_FILE, metrics.to_dict())
@@ -440,21 +442,18 @@ def save_model_atomically(model: torch.nn.Module, path: Path) -> None:
         save_model(model, str(temporary))
 
 
-def prefix_cache(task: Task, model: TaskModel, config: FinetuneConfig, processes) -> FrozenPrefixCache | None:
-    """The activation cache when it applies: something frozen, the task and the model support it.
+def prefix_cache(model: TaskModel, config: FinetuneConfig, processes) -> FrozenPrefixCache | None:
+    """The activation cache when it applies: something frozen (every task and family supports it).
 
     Each process of a multi-process run caches every training sequence (its share of the batches
     changes every epoch) and spills into its own folder.
     """
     if config.freeze == FULL_FINETUNING or not config.cache.enabled:
         return None
-    if not (task.caches_prefix and cache_supported(model)):
-        log.info("activation cache: not available for this task and model; frozen layers run every step")
-        return None
     spill_folder = Path(config.out) / SPILL_FOLDER
     if processes.num_processes > 1:
         spill_folder /= f"process-{processes.process_index}"
-    return FrozenPrefixCache(model, config.freeze, task.tokenizer.pad_token_id, spill_folder=spill_folder,
+    return FrozenPrefixCache(model, config.freeze, spill_folder=spill_folder,
                              memory_limit=config.cache.memory_mb * 2**20, device_limit=config.cache.device_mb * 2**20)
 
 

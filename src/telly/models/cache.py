@@ -2,23 +2,26 @@
 
 When they are frozen, their output for a given input never changes, so training can start from
 the stored output of block K-1 and run only the top L-K blocks. The model's own forward still runs
-(so it builds its attention masks the way it always does); two swaps make it skip the prefix:
+(so it builds its attention masks and position embeddings the way it always does); two swaps make
+it skip the prefix:
 
 - recording: block K is replaced by a recorder that stores its input (the prefix's output) per
   sequence and the blocks above it by pass-throughs, so one pass costs the frozen work only; an
   encoder call whose every sequence is stored already skips the frozen blocks too;
-- replaying: blocks 0..K-1 are replaced by stand-ins, the first of which hands on the stored
-  states (at K=0 they replace the embeddings' output). T5's stand-ins also hand on the relative
-  position bias that its first block would have computed.
+- replaying: blocks 0..K-1 are replaced by pass-throughs, and block K's input by the stored states.
 
-Stored states are looked up by the token ids of each row (padding stripped), so a task needs no
-change: whatever it encodes, in any batch and order, finds its own prefix output. Each state is
-trimmed to its sequence's real length and kept by a `StateStore`: on the model's device while a
-byte limit allows, then in host memory up to another, beyond it in safetensors shards in a spill
-folder. Only calls of the embeddings made by the encoder's own forward count: a new decoder that
-embeds its targets with the encoder's embedding module (as CodeXGLUE's code-to-text does) gets
-real embeddings, so encoder-decoder tasks are served too; T5's decoder has an embedding module of
-its own (sharing the weight).
+A block that is skipped still returns what the model's forward expects of a block: its family's
+row of the layout table says what (`Layout.stand_in`: the hidden states alone, in a tuple, or with
+T5's position bias). Rotary position embeddings (the Llama family) and masks are computed by the
+model's forward and handed to every block, so they reach block K as they always do.
+
+Stored states are looked up by the real tokens of each row (those its attention mask keeps, so
+neither the padding side nor the pad id matters), so a task needs no change: whatever it encodes,
+in any batch and order, finds its own prefix output. Each state holds its sequence's real tokens
+only and is kept by a `StateStore`: on the model's device while a byte limit allows, then in host
+memory up to another, beyond it in safetensors shards in a spill folder. Only calls of the encoder's
+own forward count: a new decoder that embeds its targets with the encoder's embedding module (as
+CodeXGLUE's code-to-text does) never enters it, and T5's decoder is a stack of its own.
 
 The spill folder outlives an interrupted run, and a new cache on it reuses its shards while they
 carry the cache's fingerprint of what the states depend on besides the input (K, the model's
@@ -30,6 +33,7 @@ sequences whose key is not stored are computed.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 from contextlib import contextmanager
@@ -39,11 +43,8 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 import torch
 from torch import nn
 
-from telly.errors import UserError
 from telly.models.layers import Backbone, find_backbone
 from telly.models.state_store import StateStore
-
-SUPPORTED_FAMILIES = ("bert-like", "t5")
 
 
 class _PassThrough(nn.Module):
@@ -59,13 +60,6 @@ class _Recorder(_PassThrough):
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
         self.cache._store(hidden_states)
         return self.cache._block_output(hidden_states, args, kwargs)
-
-
-class _Replayer(_PassThrough):
-    """Stands in for block 0 while replaying: hands on the stored states instead of its input."""
-
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        return self.cache._block_output(self.cache._stored_states(hidden_states), args, kwargs)
 
 
 class _SkippedWhenStored(nn.Module):
@@ -86,30 +80,24 @@ class FillCounts(NamedTuple):
     computed: int  # distinct sequences whose states this fill computed
 
 
-def cache_supported(model: nn.Module) -> bool:
-    return find_backbone(model).family in SUPPORTED_FAMILIES
-
-
 class FrozenPrefixCache:
-    """Stored outputs of the frozen embeddings + bottom `k` blocks of `model`, keyed by token ids.
+    """Stored outputs of the frozen embeddings + bottom `k` blocks of `model`, keyed by real tokens.
 
     Without `spill_folder` every state stays where it was computed. With it, states are kept on an
     accelerator up to `device_limit` bytes, then in host memory up to `memory_limit`, and the rest
     are written to shards there; the valid shards already there are reused.
     """
 
-    def __init__(self, model: nn.Module, k: int, pad_id: int, spill_folder: Path | None = None,
+    def __init__(self, model: nn.Module, k: int, spill_folder: Path | None = None,
                  memory_limit: int | None = None, device_limit: int = 0):
         backbone = find_backbone(model)
-        if backbone.family not in SUPPORTED_FAMILIES:
-            raise UserError(f"the activation cache supports {', '.join(SUPPORTED_FAMILIES)} models, "
-                            f"not {backbone.family}; pass --no-cache")
         if k < 0:
             raise ValueError("nothing is frozen (K=-1): there is no prefix to cache")
         if (spill_folder is None) != (memory_limit is None):
             raise ValueError("spill_folder and memory_limit go together")
-        self.backbone, self.k, self.pad_id = backbone, k, pad_id
+        self.backbone, self.k = backbone, k
         self._first_block = backbone.blocks[0]  # kept: it is swapped out while the cache works
+        self._encoder_arguments = inspect.signature(backbone.encoder.forward)
         self.spill_folder = None if spill_folder is None else Path(spill_folder)
         if spill_folder is None:
             self.store = StateStore(device_limit=math.inf)
@@ -117,9 +105,9 @@ class FrozenPrefixCache:
             self.store = StateStore(prefix_fingerprint(backbone, k), spill_folder, memory_limit, device_limit)
         self.filled = False
         self._current_keys: list[tuple[int, ...]] = []
+        self._current_mask: torch.Tensor | None = None  # which positions of the current call are real tokens
         self._seen: set[tuple[int, ...]] = set()  # distinct sequences the current fill met
         self._all_stored = False  # whether every sequence of the current encoder call is stored
-        self._encoder_calls = 0  # > 0 while the encoder's own forward runs
 
     def __len__(self) -> int:
         return len(self.store)
@@ -137,7 +125,7 @@ class FrozenPrefixCache:
         prefix = [_SkippedWhenStored(self, block) for block in blocks[: self.k]]
         top = [_Recorder(self)] + [_PassThrough(self) for _ in blocks[self.k + 1 :]]
         stored_before, self._seen = len(self), set()
-        with self._swapped(0, prefix + top), self._embedding_hook(self._remember_keys):
+        with self._swapped(prefix + top), self._watching_encoder_calls(remember=True):
             run_batches()
         self.store.flush()
         model.train(was_training)
@@ -148,97 +136,72 @@ class FrozenPrefixCache:
     @contextmanager
     def replaying(self) -> Iterator[None]:
         """Inside this block the model starts from the stored states and runs only the top blocks."""
-        # At K>0 the states enter in place of block 0's input, past anything the model does between
-        # its embeddings and its blocks (T5's dropout); at K=0 they are the embeddings' output.
-        stand_ins = [_Replayer(self)] + [_PassThrough(self) for _ in range(1, self.k)] if self.k else []
-        with self._swapped(0, stand_ins), self._embedding_hook(self._replay_embeddings):
-            yield
+        handle = self.backbone.blocks[self.k].register_forward_pre_hook(self._replay_input, with_kwargs=True)
+        try:
+            with self._swapped([_PassThrough(self) for _ in range(self.k)]), self._watching_encoder_calls():
+                yield
+        finally:
+            handle.remove()
 
     # Internals.
 
     def _block_output(self, hidden_states: torch.Tensor, args: tuple, kwargs: dict):
-        """What a skipped block hands on. BERT-like blocks return the hidden states; T5 blocks also
-        the self-attention position bias, which the first block computes (from the sequence length
-        alone) and every later block reuses — so a stand-in for the first block computes it too."""
-        if self.backbone.family != "t5":
-            return hidden_states
-        # T5Stack calls block(hidden_states, attention_mask, position_bias, ...).
-        position_bias = args[1] if len(args) > 1 else kwargs.get("position_bias")
-        if position_bias is None:
-            length = hidden_states.shape[1]
-            position_bias = self._first_block.layer[0].SelfAttention.compute_bias(length, length, device=hidden_states.device)
-        return hidden_states, position_bias, None
+        return self.backbone.layout.stand_in(hidden_states, args, kwargs, self._first_block)
 
-    def _keys(self, input_ids: torch.Tensor) -> list[tuple[int, ...]]:
-        keys = []
-        for row in input_ids.tolist():
-            while row and row[-1] == self.pad_id:
-                row.pop()
-            keys.append(tuple(row))
-        return keys
-
-    def _remember_keys(self, module, args, kwargs, output):
-        self._current_keys = self._keys(kwargs.get("input_ids", args[0] if args else None))
-        self._seen.update(self._current_keys)
-        self._all_stored = all(key in self.store for key in self._current_keys)
-        return output
+    def _encoder_call(self, module, args, kwargs, remember: bool = False):
+        """Before each call of the encoder's forward: the keys (real tokens) of its rows."""
+        bound = self._encoder_arguments.bind_partial(*args, **kwargs).arguments
+        input_ids, mask = bound.get("input_ids"), bound.get("attention_mask")
+        self._current_mask = (torch.ones_like(input_ids) if mask is None else mask).bool()
+        self._current_keys = [tuple(row[real].tolist()) for row, real in zip(input_ids, self._current_mask)]
+        if remember:
+            self._seen.update(self._current_keys)
+            self._all_stored = all(key in self.store for key in self._current_keys)
 
     def _store(self, hidden_states: torch.Tensor) -> None:
-        for key, states in zip(self._current_keys, hidden_states):
+        for key, states, real in zip(self._current_keys, hidden_states, self._current_mask):
             if key not in self.store:
-                self.store.add(key, states[: len(key)].clone())
+                self.store.add(key, states[real].clone())
 
-    def _replay_embeddings(self, module, args, kwargs, output: torch.Tensor) -> torch.Tensor:
-        """The embeddings' output hook while replaying: the call's keys; at K=0 also its stored states."""
-        self._current_keys = self._keys(kwargs.get("input_ids", args[0] if args else None))
-        return self._stored_states(output) if self.k == 0 else output
+    def _replay_input(self, block, args, kwargs):
+        """Block K's forward pre-hook while replaying: its input becomes the stored states."""
+        if args:
+            return (self._stored_states(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": self._stored_states(kwargs["hidden_states"])}
 
     def _stored_states(self, like: torch.Tensor) -> torch.Tensor:
-        """The stored states of the current call's sequences, padded to the shape of `like`."""
+        """The stored states of the current call's sequences, at their real positions in the shape of `like`."""
         replayed = torch.zeros_like(like)
-        for row, key in enumerate(self._current_keys):
+        for row, (key, real) in enumerate(zip(self._current_keys, self._current_mask)):
             if key not in self.store:
                 raise KeyError("an input missing from the activation cache (was it filled with the training data?)")
-            replayed[row, : len(key)] = self.store.get(key)  # copied across devices where the tier is another
+            replayed[row, real] = self.store.get(key).to(like)  # from the tier's device, in the call's precision
         return replayed
 
     @contextmanager
-    def _swapped(self, start: int, replacements: Iterable[nn.Module]) -> Iterator[None]:
+    def _swapped(self, replacements: Iterable[nn.Module]) -> Iterator[None]:
+        """Blocks 0.. replaced by `replacements` while the block runs."""
         blocks = self.backbone.blocks
         replacements = list(replacements)
-        originals = [blocks[start + i] for i in range(len(replacements))]
+        originals = [blocks[i] for i in range(len(replacements))]
         try:
             for i, replacement in enumerate(replacements):
-                blocks[start + i] = replacement
+                blocks[i] = replacement
             yield
         finally:
             for i, original in enumerate(originals):
-                blocks[start + i] = original
+                blocks[i] = original
 
     @contextmanager
-    def _embedding_hook(self, hook) -> Iterator[None]:
-        """`hook` on the embeddings' output, for calls from inside the encoder's forward only."""
+    def _watching_encoder_calls(self, remember: bool = False) -> Iterator[None]:
+        def before(module, args, kwargs):
+            self._encoder_call(module, args, kwargs, remember)
 
-        def enter(*_):
-            self._encoder_calls += 1
-
-        def leave(*_):
-            self._encoder_calls -= 1
-
-        def encoder_only(module, args, kwargs, output):
-            return hook(module, args, kwargs, output) if self._encoder_calls else output
-
-        handles = [
-            self.backbone.encoder.register_forward_pre_hook(enter),
-            self.backbone.encoder.register_forward_hook(leave, always_call=True),
-            self.backbone.embeddings[0].register_forward_hook(encoder_only, with_kwargs=True),
-        ]
+        handle = self.backbone.encoder.register_forward_pre_hook(before, with_kwargs=True)
         try:
             yield
         finally:
-            for handle in handles:
-                handle.remove()
-            self._encoder_calls = 0
+            handle.remove()
 
 
 def prefix_fingerprint(backbone: Backbone, k: int) -> str:

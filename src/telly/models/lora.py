@@ -15,10 +15,10 @@ def apply_lora(
 ) -> ParamReport:
     """Add LoRA adapters to `pretrained` (inside the task `model`) and train only them and the new parts.
 
-    `targets` are module names to adapt; by default the family's attention projections
-    (BERT/RoBERTa: query, value; T5: q, v; GPT-2: c_attn).
+    `targets` are module names to adapt; by default the attention projections the family's row names
+    (BERT/RoBERTa: query, value; MPNet and T5: q, v; GPT-2: c_attn; the Llama family: q_proj, v_proj).
     """
-    targets = tuple(targets) or find_backbone(pretrained).lora_targets
+    targets = tuple(targets) or find_backbone(pretrained).layout.lora_targets
     pretrained_parameters = {id(p) for p in pretrained.parameters()}
     inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets)), pretrained)
     for name, parameter in model.named_parameters():

@@ -31,14 +31,16 @@ def align_to_subwords(
     """The model's `input_ids` for the code tokens and one lexical label per position.
 
     The source tokens are tokenized as pre-split words (`is_split_into_words=True`; needs a fast
-    tokenizer for `word_ids()`), truncated and padded to `max_length`. The FIRST sub-word of each
+    tokenizer for `word_ids()`), each after a space, truncated and padded to `max_length`: the ids of
+    the space-joined tokens, as the tasks read CodeSearchNet's code tokens (a byte-level BPE would
+    otherwise read them glued together, "returnx"; a WordPiece splits on the space anyway). The FIRST sub-word of each
     source token is labelled with the index of its type in LEXICAL_TYPES; special tokens,
     continuation sub-words and padding get IGNORED_LABEL (-100). A source token cut off by
     truncation, or one the tokenizer turns into no sub-word at all, gets no label.
     """
     if not tokenizer.is_fast:
         raise ValueError("align_to_subwords needs a fast tokenizer (for word_ids)")
-    words = [text for text, _ in code_tokens_with_types]
+    words = [text if index == 0 else " " + text for index, (text, _) in enumerate(code_tokens_with_types)]
     encoding = tokenizer(
         words,
         is_split_into_words=True,

@@ -96,7 +96,8 @@ def run_models(run: Path, model: str | None = None, runtime: Runtime = CPU) -> R
 
 
 def _input_reader(model: nn.Module) -> nn.Module:
-    return model.get_encoder() if model.config.is_encoder_decoder else model
+    """The part whose hidden states the study reads: T5's encoder, a causal LM's body (not its LM head)."""
+    return model.get_encoder() if model.config.is_encoder_decoder else model.base_model
 
 
 @torch.no_grad()

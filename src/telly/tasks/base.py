@@ -18,7 +18,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from telly.config import FinetuneConfig
-from telly.models.layers import max_positions
+from telly.models.layers import find_backbone, max_positions
 from telly.models.load import encoder_class, load_pretrained
 from telly.runtime import CPU, Runtime
 
@@ -51,9 +51,8 @@ class Task(ABC):
     pretrained_overrides: ClassVar[dict] = {}
     #: Whether `evaluate` needs `valid_metrics` for a fair test score (then valid is scored first).
     tunes_on_valid: ClassVar[bool] = False
-    #: Whether the frozen-prefix activation cache can serve this task: the encoder's inputs must be
-    #: right-padded with the tokenizer's pad token.
-    caches_prefix: ClassVar[bool] = True
+    #: Whether the task pools a model's token states into one vector per input (code search, clones).
+    pools: ClassVar[bool] = False
 
     def __init__(self, config: FinetuneConfig, runtime: Runtime = CPU):
         self.config = config
@@ -110,6 +109,10 @@ class Task(ABC):
 
         The study compares a model's representations of these texts before and after fine-tuning.
         """
+
+    def pooling(self, model: nn.Module) -> str | None:
+        """How the task makes one vector per input of `model` ("mean" or "last"), None if it makes none."""
+        return find_backbone(model).layout.pooling if self.pools else None
 
     # Shared helpers for subclasses.
 

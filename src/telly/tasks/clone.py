@@ -1,6 +1,6 @@
 """Clone detection (BigCloneBench, CodeXGLUE style): are two functions semantically the same?
 
-The shared encoder embeds both functions (mean pooling); a classifier on the two vectors side by
+The shared encoder embeds both functions (pooled as its family's row says); a classifier on the two vectors side by
 side, as CodeXGLUE's clone detection model does, gives the probability of "clone". The decision
 threshold is the one that maximises F1 on the validation split; test uses that threshold.
 """
@@ -19,7 +19,7 @@ from torch import nn
 from telly.data.formats import read_bigclonebench
 from telly.metrics import best_threshold, classification_metrics
 from telly.tasks.base import Task, TaskModel
-from telly.tasks.encoders import embed_all, encode_mean_pooled
+from telly.tasks.encoders import embed_all, encode_pooled
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class PairClassifier(TaskModel):
         return {"encoder": self.encoder, "head": self.head}
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return encode_mean_pooled(self.encoder, input_ids, attention_mask)
+        return encode_pooled(self.encoder, input_ids, attention_mask)
 
     def classify(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """Logits of (not clone, clone) for pairs of embeddings."""
@@ -60,6 +60,7 @@ class PairClassifier(TaskModel):
 class CloneDetectionTask(Task):
     name = "clone-detection"
     selection_metric = "f1"
+    pools = True
     tunes_on_valid = True
 
     def read_split(self, data_dir: Path, split: str) -> list[ClonePair]:

@@ -17,6 +17,7 @@ class CodeGenerationTask(Seq2SeqTask):
     selection_metric = "bleu"
     max_source_field = "max_nl_len"
     max_target_field = "max_code_len"
+    separator = "\n"  # a decoder-only model writes the body on the line after the signature
 
     def read_split(self, data_dir: Path, split: str) -> list[Seq2SeqExample]:
         return [Seq2SeqExample(source=r["nl"], target=r["code"]) for r in read_concode(data_dir, split)]

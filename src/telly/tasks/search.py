@@ -1,6 +1,7 @@
 """Code search (CodeXGLUE / UniXcoder style): one shared encoder embeds queries and code.
 
-Mean pooling over non-padding tokens, L2-normalised; training uses in-batch negatives with
+Pooled as the model's family says (the mean over real tokens for an encoder, the last real token for
+a decoder; metrics.json records which), L2-normalised; training uses in-batch negatives with
 cosine similarities scaled by 20; evaluation ranks every query against every test candidate.
 """
 
@@ -17,7 +18,7 @@ from torch import nn
 from telly.data.formats import read_codesearchnet_split
 from telly.metrics import retrieval_metrics
 from telly.tasks.base import Task, TaskModel
-from telly.tasks.encoders import embed_all, encode_mean_pooled
+from telly.tasks.encoders import embed_all, encode_pooled
 
 SIMILARITY_SCALE = 20.0
 
@@ -29,7 +30,7 @@ class SearchExample:
 
 
 class SentenceEncoder(TaskModel):
-    """One L2-normalised, mean-pooled vector per input; the same encoder for queries and code."""
+    """One L2-normalised, pooled vector per input; the same encoder for queries and code."""
 
     def __init__(self, encoder: nn.Module):
         super().__init__()
@@ -39,12 +40,13 @@ class SentenceEncoder(TaskModel):
         return {"encoder": self.encoder}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return F.normalize(encode_mean_pooled(self.encoder, input_ids, attention_mask), dim=-1)
+        return F.normalize(encode_pooled(self.encoder, input_ids, attention_mask), dim=-1)
 
 
 class CodeSearchTask(Task):
     name = "code-search"
     selection_metric = "mrr"
+    pools = True
 
     def read_split(self, data_dir: Path, split: str) -> list[SearchExample]:
         records = read_codesearchnet_split(data_dir, split, required=("code_tokens", "docstring_tokens"))

@@ -22,6 +22,7 @@ class CodeSummarizationTask(Seq2SeqTask):
     selection_metric = "bleu"
     max_source_field = "max_code_len"
     max_target_field = "max_nl_len"
+    separator = "\nSummary:\n"
 
     def read_split(self, data_dir: Path, split: str) -> list[Seq2SeqExample]:
         records = read_codesearchnet_split(data_dir, split, required=("code_tokens", "docstring_tokens"))

@@ -115,8 +115,16 @@ def build_parser() -> Parser:
     compare = commands.add_parser("compare", help="RSA and linear CKA per layer, pre-trained vs fine-tuned")
     compare.add_argument("--run", type=Path, nargs="+", required=True, help="finished run folders (one table column and plot line each)")
     compare.add_argument("--model", help="the model the run started from (checked against the run's config)")
-    compare.add_argument("--inputs", type=int, default=1000, help="test inputs to compare on (default: 1000)")
-    compare.add_argument("--data", type=Path, help="the run's data folder, if it moved (default: as in the run's config)")
+    compare.add_argument("--inputs", type=int, default=1000, help="inputs to compare on (default: 1000)")
+    compare.add_argument("--input-set", default="code", choices=["code", "task"], help="code: the same functions of "
+                         "--sources for every run, as the paper; task: each run's own test inputs (default: code)")
+    compare.add_argument("--sources", type=Path, nargs="+", help="where --input-set code takes its functions from "
+                         "(default: the language's standard sources)")
+    add_language_option(compare)
+    compare.add_argument("--data", type=Path, help="with --input-set task: the run's data folder, if it moved "
+                         "(default: as in the run's config)")
+    compare.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the inputs for the 95%% "
+                         "intervals (default: 200)")
     add_study_options(compare, default_out="RUN/compare for a single run")
     compare.set_defaults(run_command=run_compare)
 
@@ -261,12 +269,21 @@ def run_compare(args: argparse.Namespace, cache, runtime) -> None:
 
     if args.out is None and len(args.run) > 1:
         raise UserError("pass --out to compare several runs (one table and plot for all)")
+    if args.input_set == "task" and (args.sources or args.language):
+        raise UserError("--sources and --language choose the functions of --input-set code, not a task's inputs")
+    if args.input_set == "code" and args.data is not None:
+        raise UserError("--data names a run's data folder for --input-set task; --input-set code reads --sources")
     if args.data is not None and len(args.run) > 1:
         raise UserError("--data replaces one run's data folder; compare several runs without it")
+    check_bootstrap(args.bootstrap)
+    for run in args.run:  # every run readable before the shared code is read
+        read_config(run)
     out = args.out or args.run[0] / "compare"
     check_output_folder(out)
-    comparisons = [compare_run(run, args.model, args.inputs, data=args.data, cache=cache, runtime=runtime)
-                   for run in args.run]
+    code = shared_code(*sources_and_language(args.sources, args.language), args.inputs, args.seed) \
+        if args.input_set == "code" else None
+    comparisons = [compare_run(run, args.model, args.inputs, data=args.data, cache=cache, runtime=runtime, code=code,
+                               resamples=args.bootstrap, seed=args.seed) for run in args.run]
     write_results(out, "compare", {"comparisons": comparisons}, compare_markdown(comparisons),
                   compare_panels(comparisons), "representational similarity per layer")
 

@@ -256,9 +256,11 @@ def run_probe(args: argparse.Namespace, cache, runtime) -> None:
     options = ProbeOptions(max_length=args.max_length, lexical_subword=args.lexical_subword, seed=args.seed,
                            resamples=args.bootstrap, weight_seeds=args.weight_seeds)
     report = run_probe_study(model, model_name, probe_set, properties, options, cache, poj104)
+    results = report["properties"]
     panels = [
-        ("probe score per layer", "score", {name: result["layers"] for name, result in report["properties"].items()}),
-        ("weighted-layer probe: layer weights", "weight", {name: result["weights"] for name, result in report["properties"].items()}),
+        ("probe score per layer (95% intervals)", "score", {name: result["layers"] for name, result in results.items()},
+         {name: result["layer_intervals"] for name, result in results.items()}),
+        ("weighted-layer probe: layer weights (seed mean)", "weight", {name: result["weights"] for name, result in results.items()}),
     ]
     write_results(args.out, "probe", report, probe_markdown(report), panels, f"{model_name} ({model.description})")
 

@@ -171,7 +171,8 @@ def _cell(row: dict, name: str) -> str:
 
 def compare_panels(comparisons: list[dict]) -> list:
     return [
-        (f"{title}: pre-trained vs fine-tuned", title, {_label(r): [row[name] for row in r["layers"]] for r in comparisons})
+        (f"{title}: pre-trained vs fine-tuned", title, {_label(r): [row[name] for row in r["layers"]] for r in comparisons},
+         {_label(r): [row[f"{name}_interval"] for row in r["layers"]] for r in comparisons if f"{name}_interval" in r["layers"][0]})
         for name, title in MEASURE_TITLES.items()
     ]
 

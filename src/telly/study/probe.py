@@ -38,18 +38,18 @@ from telly.data.languages import LANGUAGES
 from telly.data.poj104 import Poj104Sample
 from telly.study.probe_data import ProbeSet
 from telly.study.probing import (
+    WEIGHT_SEEDS,
     Classification,
     GroupRetrieval,
     Matching,
     PairMatching,
     ProbeData,
-    WEIGHT_SEEDS,
     ProbeResult,
     probe_all_layers,
 )
 from telly.study.properties import COMPLEXITY_CLASSES, IGNORED_LABEL, align_to_subwords, properties_to_probe
 from telly.study.representations import FeatureCache, StudyModel, layer_features, sequences_fingerprint, weights_fingerprint
-from telly.study.uncertainty import DEFAULT_RESAMPLES, CONFIDENCE
+from telly.study.uncertainty import CONFIDENCE, DEFAULT_RESAMPLES
 
 SBT_NGRAMS = (1, 3)
 SBT_DIMENSIONS = 128
@@ -133,8 +133,9 @@ class _ProbeInputs:
                     for function in self.functions for rewrite in function.rewrites], None
         if input_set == "sbt":
             return self._text_ids([sbt_text(function.sbt) for function in self.functions]), None
-        # POJ-104's C/C++ programs, whitespace collapsed as CodeXGLUE's POJ-104 reader does
-        return self._text_ids([" ".join(program.code.split()) for program in self.poj104.train + self.poj104.test]), None
+        if input_set == "programs":  # POJ-104's C/C++ programs, whitespace collapsed as CodeXGLUE's reader does
+            return self._text_ids([" ".join(program.code.split()) for program in self.poj104.train + self.poj104.test]), None
+        raise ValueError(f"unknown input set {input_set!r}")
 
     def _code_words(self, typed_tokens) -> tuple[list[int], list[int]]:
         """Token ids (no padding) of code read as its code tokens, and the lexical label of each position."""

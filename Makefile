@@ -16,6 +16,8 @@ STUDY_TRAIN ?= 1280
 STUDY_EVAL ?= 100
 STUDY_FUNCTIONS ?= 2000
 STUDY_INPUTS ?= 1000
+# CodeXGLUE's Clone-detection-POJ-104 folder, where a user has it: the probes add the semantic property.
+POJ104 ?=
 
 .PHONY: demo study test test-slow bench clean data-java data-ruby
 
@@ -46,9 +48,9 @@ study: $(STAMP)
 			--max-train-examples $(STUDY_TRAIN) --max-eval-examples $(STUDY_EVAL) --beam-size 1 --overwrite || exit 1; \
 	done
 	$(BIN)/telly compare --run $(addprefix $(STUDY)/runs/,$(STUDY_TASKS)) --inputs $(STUDY_INPUTS) --out $(STUDY)/compare
-	$(BIN)/telly probe --model $(MODEL) --functions $(STUDY_FUNCTIONS) --out $(STUDY)/probe/pretrained
-	$(BIN)/telly probe --model $(MODEL) --functions $(STUDY_FUNCTIONS) --control --out $(STUDY)/probe/control
-	$(BIN)/telly probe --run $(STUDY)/runs/code-search --functions $(STUDY_FUNCTIONS) --out $(STUDY)/probe/code-search
+	$(BIN)/telly probe --model $(MODEL) --functions $(STUDY_FUNCTIONS) $(if $(POJ104),--poj104 $(POJ104)) --out $(STUDY)/probe/pretrained
+	$(BIN)/telly probe --model $(MODEL) --functions $(STUDY_FUNCTIONS) $(if $(POJ104),--poj104 $(POJ104)) --control --out $(STUDY)/probe/control
+	$(BIN)/telly probe --run $(STUDY)/runs/code-search --functions $(STUDY_FUNCTIONS) $(if $(POJ104),--poj104 $(POJ104)) --out $(STUDY)/probe/code-search
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -179,8 +179,17 @@ CASES = {
     ),
     "compare a folder that is not a run": (lambda m, d, o: ["compare", "--run", str(d)], r"is not a finished run \(no config\.json\)"),
     "compare a run on another task's data": (
-        lambda m, d, o: (build("clone-detection", d), ["compare", "--run", str(finished_run(m, d)), "--data", str(d / "bcb")])[1],
+        lambda m, d, o: (build("clone-detection", d), ["compare", "--run", str(finished_run(m, d)), "--input-set", "task",
+                                                       "--data", str(d / "bcb")])[1],
         r"no test data in .*bcb: looked for test\.jsonl",
+    ),
+    "compare with --data on the shared code": (
+        lambda m, d, o: ["compare", "--run", str(finished_run(m, d)), "--data", str(d)],
+        r"--data names a run's data folder for --input-set task",
+    ),
+    "probe the semantic property without POJ-104": (
+        lambda m, d, o: ["probe", "--model", str(m), "--property", "semantic", "--out", str(o)],
+        r"the semantic probe reads POJ-104: pass --poj104 DIR",
     ),
     "compare on too few inputs": (
         lambda m, d, o: ["compare", "--run", str(finished_run(m, d)), "--inputs", "2"], r"--inputs must be at least 3",

@@ -313,8 +313,8 @@ def test_probe_set_of_ruby_functions(ruby_sources):
 
 def test_probe_cli_on_java_sources(tiny_bert_dir, java_sources, tmp_path):
     argv = ["probe", "--model", str(tiny_bert_dir), "--sources", str(java_sources), "--functions", "20",
-            "--out", str(tmp_path), "--no-feature-cache", "--max-length", "64", "--property", "semantic"]
-    assert main(argv) == 0  # the semantic probe reads the Java rewrites' tokens too
+            "--out", str(tmp_path), "--no-feature-cache", "--max-length", "64", "--property", "invariance"]
+    assert main(argv) == 0  # the invariance probe reads the Java rewrites' tokens too
     report = json.loads((tmp_path / "probe.json").read_text())
-    assert set(report["properties"]) == {"semantic"}
+    assert set(report["properties"]) == {"invariance"}
     assert report["functions"] == {"train": 16, "test": 4}

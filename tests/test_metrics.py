@@ -6,6 +6,7 @@ import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score  # an independent reference (a dependency)
 
 from telly.metrics import (
+    average_precisions_at_r,
     best_threshold,
     classification_metrics,
     codexglue_tokens,
@@ -67,6 +68,8 @@ def test_map_at_r_by_hand():
     ])
     # Full MAP would also credit item 2 found at rank 3 by query 0: ((1 + 2/3) / 2 + 1 + 7/12) / 3.
     assert map_at_r(scores, [7, 7, 7, 3]) == pytest.approx((1 / 2 + 1 + 1 / 4) / 3)
+    # One average precision per query that has an R, in query order: the bootstrap resamples them.
+    assert average_precisions_at_r(scores, [7, 7, 7, 3]) == pytest.approx([1 / 2, 1, 1 / 4])
 
 
 def test_map_at_r_ties_count_against_the_relevant_items():

@@ -11,9 +11,18 @@ import torch.nn.functional as F
 
 from telly.data.python_properties import cyclomatic_complexity, lexical_types, sbt
 from telly.study.probe_data import REWRITES, build_probe_set
-from telly.study.probing import Classification, GroupRetrieval, Matching, ProbeData, probe_all_layers
+from telly.study.probing import (
+    WEIGHT_SEEDS,
+    Classification,
+    GroupRetrieval,
+    Matching,
+    PairMatching,
+    ProbeData,
+    probe_all_layers,
+)
 from telly.study.properties import complexity_class
 from telly.study.recommend import choose_k
+from telly.study.uncertainty import bootstrap_interval
 
 from conftest import on_a_terminal
 
@@ -45,6 +54,13 @@ def test_classification_probe_finds_the_one_informative_layer(informative_layer)
     assert int(np.argmax(result.weights)) == informative_layer
     assert sum(result.weights) == pytest.approx(1.0)
     assert result.weighted > 0.9
+    # Every score lies in its bootstrap interval; each seed of the weighted probe finds the layer.
+    for score, (low, high) in zip([*result.layers, result.weighted], [*result.layer_intervals, result.weighted_interval]):
+        assert low <= score <= high
+    assert len(result.weights_by_seed) == len(result.weighted_by_seed) == WEIGHT_SEEDS
+    assert all(int(np.argmax(weights)) == informative_layer for weights in result.weights_by_seed)
+    assert result.weights == pytest.approx(np.mean(result.weights_by_seed, axis=0).tolist())
+    assert result.weighted == result.weighted_by_seed[0]
 
 
 def test_matching_probe_finds_the_one_informative_layer():
@@ -56,6 +72,40 @@ def test_matching_probe_finds_the_one_informative_layer():
     assert result.best_layer == 2 and int(np.argmax(result.weights)) == 2
     assert result.layers[2] > 0.5 > max(result.layers[:2] + result.layers[3:])
     assert result.baseline == pytest.approx(np.mean(1 / np.arange(1, 101)))
+
+
+def test_pair_matching_probe_finds_the_layer_where_both_sides_share_the_signal():
+    # Item i is two inputs (code, its SBT) whose layer-2 vectors are two different linear images
+    # of one shared vector; elsewhere both are noise. One mix of layers serves both sides.
+    generator = torch.Generator().manual_seed(0)
+    shared = torch.randn(300, 8, generator=generator)
+    sides = [layered_features(5 * shared @ torch.randn(8, WIDTH, generator=generator), 2, seed=side) for side in (5, 6)]
+    features = torch.stack(sides, dim=2)  # (N, LAYERS, 2, WIDTH)
+    result = probe_all_layers(split(features, torch.arange(300), 200), PairMatching(), epochs=60, weight_seeds=1)
+    assert result.best_layer == 2 and int(np.argmax(result.weights)) == 2
+    assert result.layers[2] > 0.5 > max(result.layers[:2] + result.layers[3:])
+    assert result.baseline == pytest.approx(np.mean(1 / np.arange(1, 101)))
+
+
+def test_the_interval_of_tokens_resamples_whole_functions():
+    # Training tokens: layer 0's first dimension is +3 for class 1 and -3 for class 0 (plus noise).
+    generator = torch.Generator().manual_seed(0)
+    train_labels = torch.randint(0, 2, (300,), generator=generator)
+    train_features = torch.randn(300, 2, WIDTH, generator=generator)
+    train_features[:, 0, 0] += 3 * (2 * train_labels - 1)
+    # Test: 6 functions of 10 identical tokens; the features say class 1 for functions 0-2, but
+    # functions 2 and 5 carry the other label, so the probe gets exactly 4 of the 6 functions right.
+    functions = torch.arange(60) // 10
+    test_features = torch.zeros(60, 2, WIDTH)
+    test_features[:, 0, 0] = torch.where(functions < 3, 3.0, -3.0)
+    test_labels = torch.tensor([1, 1, 0, 0, 0, 1]).repeat_interleave(10)
+    data = ProbeData(train_features, train_labels, test_features, test_labels, test_clusters=functions)
+    result = probe_all_layers(data, Classification(2), epochs=5, min_steps=50, weight_seeds=1, resamples=2000)
+    correct = (torch.tensor([1, 1, 0, 1, 1, 0]).repeat_interleave(10)).numpy()
+    assert result.layers[0] == pytest.approx(4 / 6)
+    assert result.layer_intervals[0] == bootstrap_interval(correct, 2000, seed=0, clusters=functions.numpy())
+    token_by_token = bootstrap_interval(correct, 2000, seed=0)
+    assert token_by_token[1] - token_by_token[0] < result.layer_intervals[0][1] - result.layer_intervals[0][0]
 
 
 def test_group_retrieval_probe_finds_the_one_informative_layer():
@@ -126,5 +176,6 @@ def test_probing_shows_its_progress(monkeypatch):
     labels = torch.randint(0, 2, (40,), generator=generator)
     probe_all_layers(split(layered_features(torch.randn(40, WIDTH, generator=generator), 1, seed=1), labels, 30),
                      Classification(2), epochs=1, min_steps=1, description="lexical probes")
-    # Drawn when it starts (later draws depend on the machine's speed): a probe per layer and the weighted one.
-    assert re.search(rf"lexical probes: +0%.* 0/{LAYERS + 1} \[.*probe/s\]", terminal.getvalue())
+    # Drawn when it starts (later draws depend on the machine's speed): a probe per layer and the weighted
+    # one per weight seed.
+    assert re.search(rf"lexical probes: +0%.* 0/{LAYERS + WEIGHT_SEEDS} \[.*probe/s\]", terminal.getvalue())

@@ -94,43 +94,53 @@ ALIGNMENT_CODE = _code(
     """
 )
 
-# The MiniLM WordPiece sub-words of ALIGNMENT_CODE's tokens, and the label worked out by hand for
-# each: the first sub-word of a source token gets its type, every other position is ignored.
-ALIGNMENT_SUBWORDS_AND_LABELS = [
-    ("[CLS]", IGNORED),
-    ("def", KEYWORD),
-    ("get", NAME), ("##att", IGNORED), ("##ri", IGNORED), ("##bu", IGNORED), ("##te", IGNORED),
-    ("_", IGNORED), ("cache", IGNORED),  # getattribute_cache: 7 sub-words, one label
-    ("(", OPERATOR), ("self", NAME), (",", OPERATOR), ("key", NAME), (")", OPERATOR),
-    (":", OPERATOR),
-    ("return", KEYWORD), ("self", NAME), (".", OPERATOR),
-    ("_", NAME), ("cache", IGNORED),  # _cache
-    (".", OPERATOR), ("get", NAME), ("(", OPERATOR), ("key", NAME), (",", OPERATOR),
-    ("'", STRING), ("no", IGNORED), ("entry", IGNORED), ("'", IGNORED),  # 'no entry'
-    (")", OPERATOR), ("or", KEYWORD),
-    ("0", NUMBER), ("##x", IGNORED), ("##1", IGNORED), ("##f", IGNORED),  # 0x1F
-    ("[SEP]", IGNORED),
+# The MiniLM WordPiece sub-words of ALIGNMENT_CODE's tokens, and the labels worked out by hand for
+# each: with "first", the first sub-word of a source token gets its type; with "last", its last
+# sub-word does; every other position is ignored.
+ALIGNMENT_SUBWORDS_AND_LABELS = [  # (sub-word, label with "first", label with "last")
+    ("[CLS]", IGNORED, IGNORED),
+    ("def", KEYWORD, KEYWORD),
+    ("get", NAME, IGNORED), ("##att", IGNORED, IGNORED), ("##ri", IGNORED, IGNORED), ("##bu", IGNORED, IGNORED),
+    ("##te", IGNORED, IGNORED), ("_", IGNORED, IGNORED), ("cache", IGNORED, NAME),  # getattribute_cache
+    ("(", OPERATOR, OPERATOR), ("self", NAME, NAME), (",", OPERATOR, OPERATOR), ("key", NAME, NAME),
+    (")", OPERATOR, OPERATOR), (":", OPERATOR, OPERATOR),
+    ("return", KEYWORD, KEYWORD), ("self", NAME, NAME), (".", OPERATOR, OPERATOR),
+    ("_", NAME, IGNORED), ("cache", IGNORED, NAME),  # _cache
+    (".", OPERATOR, OPERATOR), ("get", NAME, NAME), ("(", OPERATOR, OPERATOR), ("key", NAME, NAME),
+    (",", OPERATOR, OPERATOR),
+    ("'", STRING, IGNORED), ("no", IGNORED, IGNORED), ("entry", IGNORED, IGNORED), ("'", IGNORED, STRING),  # 'no entry'
+    (")", OPERATOR, OPERATOR), ("or", KEYWORD, KEYWORD),
+    ("0", NUMBER, IGNORED), ("##x", IGNORED, IGNORED), ("##1", IGNORED, IGNORED), ("##f", IGNORED, NUMBER),  # 0x1F
+    ("[SEP]", IGNORED, IGNORED),
 ]
+LABEL_COLUMN = {"first": 1, "last": 2}
 
 
-def test_align_to_subwords_labels_only_the_first_subword(minilm_tokenizer):
-    input_ids, labels = align_to_subwords(lexical_types(ALIGNMENT_CODE), minilm_tokenizer, 40)
+@pytest.mark.parametrize("subword", ["first", "last"])
+def test_align_to_subwords_labels_one_subword_per_token(minilm_tokenizer, subword):
+    input_ids, labels = align_to_subwords(lexical_types(ALIGNMENT_CODE), minilm_tokenizer, 40, subword)
     padding = 40 - len(ALIGNMENT_SUBWORDS_AND_LABELS)
-    expected_subwords = [subword for subword, _ in ALIGNMENT_SUBWORDS_AND_LABELS]
+    expected_subwords = [row[0] for row in ALIGNMENT_SUBWORDS_AND_LABELS]
     assert minilm_tokenizer.convert_ids_to_tokens(input_ids) == expected_subwords + ["[PAD]"] * padding
-    assert labels == [label for _, label in ALIGNMENT_SUBWORDS_AND_LABELS] + [IGNORED] * padding
+    assert labels == [row[LABEL_COLUMN[subword]] for row in ALIGNMENT_SUBWORDS_AND_LABELS] + [IGNORED] * padding
 
 
-def test_align_to_subwords_truncates(minilm_tokenizer):
-    input_ids, labels = align_to_subwords(lexical_types(ALIGNMENT_CODE), minilm_tokenizer, 12)
+def test_the_paper_labels_the_last_subword_by_default(minilm_tokenizer):
+    assert align_to_subwords(lexical_types(ALIGNMENT_CODE), minilm_tokenizer, 40) == \
+        align_to_subwords(lexical_types(ALIGNMENT_CODE), minilm_tokenizer, 40, "last")
+
+
+@pytest.mark.parametrize("subword", ["first", "last"])
+def test_align_to_subwords_truncates(minilm_tokenizer, subword):
+    input_ids, labels = align_to_subwords(lexical_types(ALIGNMENT_CODE), minilm_tokenizer, 12, subword)
     assert len(input_ids) == len(labels) == 12
     # [CLS] + the first 10 sub-words + [SEP]
-    assert labels == [label for _, label in ALIGNMENT_SUBWORDS_AND_LABELS[:11]] + [IGNORED]
+    assert labels == [row[LABEL_COLUMN[subword]] for row in ALIGNMENT_SUBWORDS_AND_LABELS[:11]] + [IGNORED]
     assert minilm_tokenizer.convert_ids_to_tokens(input_ids)[-1] == "[SEP]"
 
 
 def test_a_byte_level_bpe_reads_the_tokens_apart_as_a_decoder_reads_code(byte_level_tokenizer):
-    """The ids are those of the space-joined code tokens (not "returnself" glued); each token's first
+    """The ids are those of the space-joined code tokens (not "returnself" glued); each token's last
     sub-word carries its label."""
     tokens = lexical_types(ALIGNMENT_CODE)
     input_ids, labels = align_to_subwords(tokens, byte_level_tokenizer, 60)
@@ -138,6 +148,14 @@ def test_a_byte_level_bpe_reads_the_tokens_apart_as_a_decoder_reads_code(byte_le
     assert input_ids[: len(joined)] == joined
     assert set(input_ids[len(joined) :]) == {byte_level_tokenizer.pad_token_id}
     assert [label for label in labels if label != IGNORED] == [LEXICAL_TYPES.index(kind) for _, kind in tokens]
+
+
+def test_a_token_cut_short_by_truncation_has_no_last_subword(minilm_tokenizer):
+    # 5 positions: [CLS] def get ##att [SEP]. getattribute_cache's last sub-word is cut off, so it
+    # gets no label with "last", while "first" still labels `get`.
+    tokens = lexical_types(ALIGNMENT_CODE)
+    assert align_to_subwords(tokens, minilm_tokenizer, 5, "last")[1] == [IGNORED, KEYWORD, IGNORED, IGNORED, IGNORED]
+    assert align_to_subwords(tokens, minilm_tokenizer, 5, "first")[1] == [IGNORED, KEYWORD, NAME, IGNORED, IGNORED]
 
 
 # --- SBT ----------------------------------------------------------------------------------------

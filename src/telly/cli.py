@@ -14,7 +14,7 @@ from telly.config import GROUPS, FinetuneConfig, check_numbers, check_seed, flag
 from telly.data.corpus import MAX_FILE_MB
 from telly.data.languages import LANGUAGES
 from telly.errors import UserError
-from telly.study.properties import PROPERTIES
+from telly.study.properties import PROPERTIES, SUBWORDS
 from telly.sweep import EXECUTORS
 
 # FinetuneConfig settings (flat names or groups) a sweep sets per variant, or has no use for.
@@ -104,20 +104,38 @@ def build_parser() -> Parser:
     probe.add_argument("--model", help="hub id, local model folder or 'default' (default: the run's model with --run, else 'default')")
     probe.add_argument("--run", type=Path, help="probe the fine-tuned model of this finished run instead of the pre-trained one")
     probe.add_argument("--control", action="store_true", help="probe a randomly initialised model of the same architecture")
-    probe.add_argument("--property", default="all", choices=[*PROPERTIES, "all"], help="the property to probe (default: all)")
-    probe.add_argument("--functions", type=int, default=2000, help="functions to probe with, 20%% of them held out for testing (default: 2000)")
+    probe.add_argument("--property", default="all", choices=[*PROPERTIES, "all"], help="the property to probe "
+                       "(default: all: every property the inputs allow; semantic needs --poj104)")
+    probe.add_argument("--functions", type=int, default=2000, help="functions to probe with, 20%% of them held out for "
+                       "testing; also the number of POJ-104 programs (default: 2000)")
     probe.add_argument("--sources", type=Path, nargs="+", help="source folders, files or .zip archives (default: the "
                        "language's standard sources)")
     add_source_options(probe)
     probe.add_argument("--max-length", type=int, default=256, help="max sub-word tokens per function (default: 256)")
+    probe.add_argument("--lexical-subword", default="last", choices=SUBWORDS, help="which sub-word of a code token the "
+                       "lexical probe reads: last (the paper's) or first (default: last)")
+    probe.add_argument("--poj104", type=Path, metavar="DIR", help="CodeXGLUE's Clone-detection-POJ-104 folder "
+                       "(train.jsonl, test.jsonl) for the semantic probe")
+    probe.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the test items for the "
+                       "95%% intervals (default: 1000)")
+    probe.add_argument("--weight-seeds", type=int, default=3, help="seeds the weighted-layer probe trains with, to show "
+                       "how much its layer weights vary (default: 3)")
     add_study_options(probe, default_out=None)
     probe.set_defaults(run_command=run_probe)
 
     compare = commands.add_parser("compare", help="RSA and linear CKA per layer, pre-trained vs fine-tuned")
     compare.add_argument("--run", type=Path, nargs="+", required=True, help="finished run folders (one table column and plot line each)")
     compare.add_argument("--model", help="the model the run started from (checked against the run's config)")
-    compare.add_argument("--inputs", type=int, default=1000, help="test inputs to compare on (default: 1000)")
-    compare.add_argument("--data", type=Path, help="the run's data folder, if it moved (default: as in the run's config)")
+    compare.add_argument("--inputs", type=int, default=1000, help="inputs to compare on (default: 1000)")
+    compare.add_argument("--input-set", default="code", choices=["code", "task"], help="code: the same functions of "
+                         "--sources for every run, as the paper; task: each run's own test inputs (default: code)")
+    compare.add_argument("--sources", type=Path, nargs="+", help="where --input-set code takes its functions from "
+                         "(default: the language's standard sources)")
+    add_source_options(compare)
+    compare.add_argument("--data", type=Path, help="with --input-set task: the run's data folder, if it moved "
+                         "(default: as in the run's config)")
+    compare.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the inputs for the 95%% "
+                         "intervals (default: 200)")
     add_study_options(compare, default_out="RUN/compare for a single run")
     compare.set_defaults(run_command=run_compare)
 
@@ -232,20 +250,32 @@ def sources_and_language(sources: list[Path] | None, language: str | None) -> tu
     return defaults, language
 
 
+def check_bootstrap(resamples: int) -> None:
+    if resamples < 1:
+        raise UserError(f"--bootstrap must be at least 1, got {resamples}")
+
+
 def run_probe(args: argparse.Namespace, cache, runtime) -> None:
     if args.run and args.control:
         raise UserError("--run and --control exclude each other: a control is a random model, not a trained one")
     if args.max_length < 8:
         raise UserError(f"--max-length must be at least 8, got {args.max_length}")
+    check_bootstrap(args.bootstrap)
+    if args.weight_seeds < 1:
+        raise UserError(f"--weight-seeds must be at least 1, got {args.weight_seeds}")
     with output_folder(args.out):
         probe_and_write(args, cache, runtime)
 
 
 def probe_and_write(args: argparse.Namespace, cache, runtime) -> None:
-    from telly.study.probe import probe_markdown, run_probe_study
-    from telly.study.probe_data import build_probe_set
+    from telly.data.poj104 import read_poj104
+    from telly.study.probe import ProbeOptions, probe_markdown, run_probe_study
+    from telly.study.probe_data import TEST_FRACTION, build_probe_set
+    from telly.study.properties import properties_to_probe
     from telly.study.representations import control_model, pretrained_model, run_models
 
+    properties = properties_to_probe(args.property, args.poj104 is not None)
+    poj104 = read_poj104(args.poj104, args.functions, TEST_FRACTION, args.seed) if "semantic" in properties else None
     if args.run:
         run = run_models(args.run, args.model, runtime)
         model_name, model = run.config.model, run.finetuned
@@ -257,25 +287,38 @@ def probe_and_write(args: argparse.Namespace, cache, runtime) -> None:
         model = pretrained_model(model_name, args.trust_remote_code, runtime)
     sources, language = sources_and_language(args.sources, args.language)
     probe_set = build_probe_set(sources, args.functions, args.seed, language=language, max_file_mb=args.max_file_mb)
-    properties = PROPERTIES if args.property == "all" else (args.property,)
-    report = run_probe_study(model, model_name, probe_set, properties, max_length=args.max_length, seed=args.seed, cache=cache)
+    options = ProbeOptions(max_length=args.max_length, lexical_subword=args.lexical_subword, seed=args.seed,
+                           resamples=args.bootstrap, weight_seeds=args.weight_seeds)
+    report = run_probe_study(model, model_name, probe_set, properties, options, cache, poj104)
+    results = report["properties"]
     panels = [
-        ("probe score per layer", "score", {name: result["layers"] for name, result in report["properties"].items()}),
-        ("weighted-layer probe: layer weights", "weight", {name: result["weights"] for name, result in report["properties"].items()}),
+        ("probe score per layer (95% intervals)", "score", {name: result["layers"] for name, result in results.items()},
+         {name: result["layer_intervals"] for name, result in results.items()}),
+        ("weighted-layer probe: layer weights (seed mean)", "weight", {name: result["weights"] for name, result in results.items()}),
     ]
     write_results(args.out, "probe", report, probe_markdown(report), panels, f"{model_name} ({model.description})")
 
 
 def run_compare(args: argparse.Namespace, cache, runtime) -> None:
-    from telly.study.compare import compare_markdown, compare_panels, compare_run
+    from telly.run_folder import read_config
+    from telly.study.compare import compare_markdown, compare_panels, compare_run, shared_code
 
     if args.out is None and len(args.run) > 1:
         raise UserError("pass --out to compare several runs (one table and plot for all)")
+    if args.input_set == "task" and (args.sources or args.language):
+        raise UserError("--sources and --language choose the functions of --input-set code, not a task's inputs")
+    if args.input_set == "code" and args.data is not None:
+        raise UserError("--data names a run's data folder for --input-set task; --input-set code reads --sources")
     if args.data is not None and len(args.run) > 1:
         raise UserError("--data replaces one run's data folder; compare several runs without it")
+    check_bootstrap(args.bootstrap)
+    for run in args.run:  # every run readable before the shared code is read
+        read_config(run)
     with output_folder(args.out or args.run[0] / "compare") as out:
-        comparisons = [compare_run(run, args.model, args.inputs, data=args.data, cache=cache, runtime=runtime)
-                       for run in args.run]
+        code = shared_code(*sources_and_language(args.sources, args.language), args.inputs, args.seed, args.max_file_mb) \
+            if args.input_set == "code" else None
+        comparisons = [compare_run(run, args.model, args.inputs, data=args.data, cache=cache, runtime=runtime, code=code,
+                                   resamples=args.bootstrap, seed=args.seed) for run in args.run]
         write_results(out, "compare", {"comparisons": comparisons}, compare_markdown(comparisons),
                       compare_panels(comparisons), "representational similarity per layer")
 

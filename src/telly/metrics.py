@@ -65,15 +65,21 @@ def retrieval_metrics(scores: np.ndarray, gold: np.ndarray | None = None) -> dic
 
 
 def map_at_r(scores: np.ndarray, groups: Sequence[int] | np.ndarray) -> float:
-    """MAP@R of every item retrieving the others of its group, as CodeXGLUE scores POJ-104.
+    """MAP@R of every item retrieving the others of its group, as CodeXGLUE scores POJ-104: the
+    mean of `average_precisions_at_r`."""
+    return float(np.mean(average_precisions_at_r(scores, groups)))
+
+
+def average_precisions_at_r(scores: np.ndarray, groups: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Each query's average precision at R, the terms whose mean is `map_at_r`.
 
     `scores` is an (N x N) similarity matrix; each item is a query over the N - 1 other items
     (itself left out), and the relevant ones share its group. R = the number of relevant items.
     Only the top R results count: average precision at R = (1 / R) * sum, over the relevant
     results among them, of (relevant results at or above it) / (its rank). Among equal scores the
     irrelevant items rank first, so a model that scores everything alike cannot look good; a score
-    that is not finite ranks a relevant item last and an irrelevant one first. The
-    mean over queries; a query whose group has no other member is skipped (it has no R).
+    that is not finite ranks a relevant item last and an irrelevant one first. A query whose group
+    has no other member is skipped (it has no R), so the result may be shorter than N.
     """
     scores = np.asarray(scores, dtype=np.float64)
     groups = np.asarray(groups)
@@ -90,7 +96,7 @@ def map_at_r(scores: np.ndarray, groups: Sequence[int] | np.ndarray) -> float:
         ranking = np.lexsort((relevant, order))  # best first; ties: irrelevant first
         hit_ranks = np.flatnonzero(relevant[ranking[:r]]) + 1
         precisions.append(np.sum(np.arange(1, len(hit_ranks) + 1) / hit_ranks) / r)
-    return float(np.mean(precisions))
+    return np.array(precisions)
 
 
 def random_ranking_map_at_r(groups: Sequence[int] | np.ndarray) -> float:

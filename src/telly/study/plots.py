@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
@@ -12,15 +13,23 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 from telly.files import atomic_open  # noqa: E402
 
-Panel = tuple[str, str, dict[str, list[float]]]  # (title, y-axis label, series name -> value per layer)
+class Panel(NamedTuple):
+    title: str
+    ylabel: str
+    series: dict[str, list[float]]  # series name -> value per layer
+    intervals: dict[str, list[list[float]]] | None = None  # series name -> (low, high) per layer, drawn as a band
 
 
-def plot_layers(path: Path, panels: list[Panel], title: str) -> None:
+def plot_layers(path: Path, panels: list[Panel | tuple], title: str) -> None:
     """One panel per entry, side by side; x is the layer (0 = embedding output)."""
     figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
-    for axis, (panel_title, ylabel, series) in zip(axes[0], panels):
+    for axis, panel in zip(axes[0], panels):
+        panel_title, ylabel, series, intervals = Panel(*panel)
         for name, values in series.items():
-            axis.plot(range(len(values)), values, marker="o", label=name)
+            line, = axis.plot(range(len(values)), values, marker="o", label=name)
+            if intervals and name in intervals and None not in intervals[name]:
+                low, high = zip(*intervals[name])
+                axis.fill_between(range(len(values)), low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         axis.set_title(panel_title)
         axis.set_xlabel("layer (0 = embeddings)")
         axis.set_ylabel(ylabel)

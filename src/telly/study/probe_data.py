@@ -2,8 +2,9 @@
 
 Functions of any language come from `read_split_corpus` (documented or not), so probe-train and
 probe-test functions never share a source file. Each kept function carries its lexical token
-types, its SBT, its cyclomatic complexity and REWRITES semantics-preserving rewrites (the semantic
-probe's group of programs that do the same thing, as POJ-104's solutions to one problem). A
+types, its SBT, its cyclomatic complexity and REWRITES semantics-preserving rewrites (the invariance
+probe's group: the same function renamed and laid out anew; POJ-104's groups, for the semantic
+probe, are programs of different authors, read by `telly.data.poj104`). A
 function is kept when it tokenizes, has at most `max_tokens` code tokens (so the model sees all of
 it; the structural and syntactic labels describe the whole function) and its rewrites are all
 distinct.

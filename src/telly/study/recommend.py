@@ -83,8 +83,9 @@ def recommend_k(config: FinetuneConfig, out: Path, runtime: Runtime) -> Recommen
     processes = start_processes(brief.device)
     with opened_run(brief_run, brief, processes, resolve_model_name(brief.model)):
         metrics = train(brief, brief_run, processes, runtime)
+    # The task's own validation inputs; point estimates only: the choice compares them to a threshold.
     report = compare_run(brief_run, inputs=config.auto_freeze.inputs, split="valid", data=Path(config.data),
-                         runtime=runtime)
+                         runtime=runtime, resamples=0)
     options = config.auto_freeze
     similarities = [row[options.measure] for row in report["layers"]]
     return Recommendation(

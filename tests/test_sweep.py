@@ -4,10 +4,11 @@ import json
 
 import pytest
 
-from telly import UserError
+import telly.pipeline
+from telly import FinetuneConfig, UserError
 from telly.cli import main
 from telly.report import load_run
-from telly.sweep import Variant, sweep_variants
+from telly.sweep import Variant, _finetune_entry, _finetune_for_ray, sweep_variants
 
 
 def test_variants_are_full_then_each_k_then_lora():
@@ -122,3 +123,28 @@ def test_a_sweep_over_seeds_reports_each_variant_with_its_interval(tiny_bert_dir
     k3 = next(line for line in report.splitlines() if line.startswith("| K=3 |"))
     differences = [runs[f"k3-seed{s}"].test["mrr"] - runs[f"full-seed{s}"].test["mrr"] for s in (1, 2)]
     assert k3.split(" | ")[3].startswith(f"{sum(differences) / 2:+.4f} [")
+
+
+@pytest.mark.parametrize("error, line", [
+    (UserError("--freeze 9 is out of range"), "--freeze 9 is out of range"),
+    (OSError(28, "No space left on device", "/runs/k1/best"), "No space left on device: /runs/k1/best"),
+])
+def test_both_executors_end_a_failed_variant_as_the_cli_does(error, line, monkeypatch, capsys, tmp_path):
+    def failing(config):
+        raise error
+
+    monkeypatch.setattr(telly.pipeline, "finetune", failing)
+    config = FinetuneConfig(task="code-search", model="m", data="d", out=str(tmp_path / "k1"))
+    assert _finetune_for_ray(config) == f"variant k1: {line}"  # Ray: the failure as text, the others still run
+    with pytest.raises(SystemExit) as exit_:
+        _finetune_entry(config)  # local: the variant's own process
+    assert exit_.value.code == 2 and capsys.readouterr().err == f"telly: error: {line}\n"
+
+
+def test_a_bug_in_a_variant_is_not_hidden_behind_one_line(monkeypatch, tmp_path):
+    def buggy(config):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(telly.pipeline, "finetune", buggy)
+    with pytest.raises(ZeroDivisionError):  # Ray reports it with its traceback
+        _finetune_for_ray(FinetuneConfig(task="code-search", model="m", data="d", out=str(tmp_path / "k1")))

@@ -13,7 +13,7 @@ from pathlib import Path
 from telly.config import GROUPS, FinetuneConfig, check_numbers, check_seed, flag, flat_fields
 from telly.data.corpus import MAX_FILE_MB
 from telly.data.languages import LANGUAGES
-from telly.errors import UserError
+from telly.errors import UserError, at_the_boundary
 from telly.study.properties import PROPERTIES, SUBWORDS
 from telly.sweep import EXECUTORS
 
@@ -22,8 +22,6 @@ SET_BY_SWEEP = frozenset({"freeze", "method", "resume", "overwrite", "auto_freez
 # ... and those that mean nothing to `telly recommend`, whose brief run is full fine-tuning for one epoch.
 UNUSED_BY_RECOMMEND = frozenset({"freeze", "method", "resume", "overwrite", "epochs", "checkpoint_every", "lora",
                                  "cache", "time_budget"})
-
-USER_ERROR_EXIT = 2
 
 
 class Parser(argparse.ArgumentParser):
@@ -401,26 +399,6 @@ def main(argv: list[str] | None = None) -> int:
         args.handler(args)
 
     return at_the_boundary(run_command, lambda: getattr(args, "after_interrupt", ""))
-
-
-def at_the_boundary(action: typing.Callable[[], object], after_interrupt: typing.Callable[[], str] = lambda: "") -> int:
-    """Run `action`; a user mistake or a failing environment is one line on stderr and exit code 2,
-    Ctrl-C one line (with what the command says about it) and exit code 130."""
-    try:
-        action()
-    except UserError as error:
-        print(f"telly: error: {error}", file=sys.stderr)
-        return USER_ERROR_EXIT
-    except OSError as error:
-        # Disk full, permissions, a vanished file: the environment, not a bug; say what and where.
-        where = f": {error.filename}" if error.filename else ""
-        print(f"telly: error: {error.strerror or error}{where}", file=sys.stderr)
-        return USER_ERROR_EXIT
-    except KeyboardInterrupt:
-        hint = after_interrupt()
-        print("telly: interrupted" + (f" ({hint})" if hint else ""), file=sys.stderr)
-        return 130
-    return 0
 
 
 if __name__ == "__main__":

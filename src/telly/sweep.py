@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from telly.config import FULL_FINETUNING, FinetuneConfig
-from telly.errors import UserError
+from telly.errors import UserError, at_the_boundary, one_line
 from telly.run_folder import is_finished, run_log
 
 EXECUTORS = ("local", "ray")
@@ -115,7 +115,6 @@ def _run_in_own_process(config: FinetuneConfig) -> None:
 
 def _finetune_entry(config: FinetuneConfig) -> None:
     """A variant's process: errors end it as they end the CLI (one line, exit code 2)."""
-    from telly.cli import at_the_boundary
     from telly.pipeline import finetune
 
     sys.exit(at_the_boundary(lambda: finetune(config)))
@@ -152,6 +151,6 @@ def _finetune_for_ray(config: FinetuneConfig) -> str | None:
 
     try:
         finetune(config)
-    except UserError as error:
-        return f"variant {Path(config.out).name}: {error}"
+    except (UserError, OSError) as error:  # what the CLI's boundary reports as one line
+        return f"variant {Path(config.out).name}: {one_line(error)}"
     return None

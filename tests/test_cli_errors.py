@@ -158,6 +158,7 @@ CASES = {
         r"its tokenizer has 30,522 tokens but the model embeds only 100",
     ),
     "resume and overwrite together": (lambda m, d, o: finetune_args(m, d, o, "--resume", "--overwrite"), r"choose one"),
+    "negative patience": (lambda m, d, o: finetune_args(m, d, o, "--patience", "-1"), r"--patience must be >= 0, got -1"),
     "negative checkpoint interval": (lambda m, d, o: finetune_args(m, d, o, "--checkpoint-every", "-5"), r"--checkpoint-every must be >= 0"),
     "resume a folder that is not a run": (
         lambda m, d, o: (o.mkdir(), (o / "notes.txt").write_text("x"), finetune_args(m, d, o, "--resume"))[2],

@@ -139,3 +139,32 @@ def test_training_shows_its_progress_and_hides_transformers_loading_bar(tiny_ber
     # tqdm's bar over the epoch's steps, redrawn after each with its rate (s/step when slower than 1/s) and loss.
     assert re.search(r"epoch 1/1: +50%.* 1/2 \[.*(step/s|s/step), loss=\d+\.\d{4}\]", screen), screen
     assert "Loading weights" not in screen
+
+
+@pytest.mark.parametrize("patience, evaluations", [(2, 4), (0, 6)])
+def test_patience_stops_after_that_many_evaluations_without_a_better_valid_score(
+        tiny_bert_dir, email_corpus, tmp_path, monkeypatch, patience, evaluations):
+    """Scripted valid MRRs 0.3, 0.5, 0.4, 0.45, 0.9, 0.95: with --patience 2 the run stops after the
+    4th evaluation (two in a row below epoch 2's 0.5) and tests epoch 2's weights; without, it
+    trains all 6 epochs."""
+    scripted, weights_at = iter([0.3, 0.5, 0.4, 0.45, 0.9, 0.95]), []
+    real_evaluate = train_module.evaluate
+
+    def evaluate(task, model, examples, description, valid_metrics=None):
+        if not description.startswith("valid at step"):
+            return real_evaluate(task, model, examples, description, valid_metrics)
+        weights_at.append({name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad})
+        return {"mrr": next(scripted)}
+
+    monkeypatch.setattr(train_module, "evaluate", evaluate)
+    out = tmp_path / "run"
+    assert main(["finetune", "--task", "code-search", "--model", str(tiny_bert_dir), "--data", str(email_corpus),
+                 "--out", str(out), "--epochs", "6", "--batch-size", "8", "--max-train-examples", "16",
+                 "--max-eval-examples", "8", "--patience", str(patience)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]) == len(weights_at) == evaluations
+    assert metrics["steps"] == 2 * evaluations and metrics["stopped_early"] == (patience > 0)
+    best = load_file(out / "best" / "model.safetensors")
+    expected_best = 2 if patience else 6
+    assert metrics["best_epoch"] == expected_best
+    assert all(torch.equal(best[name], value) for name, value in weights_at[expected_best - 1].items())

@@ -49,6 +49,8 @@ class TrainingState:
     epoch_durations: list[float] = field(default_factory=list)  # of the finished epochs
     train_seconds: float = 0.0  # all training so far (evaluation not counted)
     evaluations_done: int = 0
+    evaluations_since_best: int = 0  # validations in a row that did not improve on the best score
+    stopped_early: bool = False  # --patience ran out
     history: list[dict] = field(default_factory=list)
     best_score: float | None = None  # None until the first evaluation
     best_epoch: int = 0

@@ -20,8 +20,8 @@ from telly.sweep import EXECUTORS
 # FinetuneConfig settings (flat names or groups) a sweep sets per variant, or has no use for.
 SET_BY_SWEEP = frozenset({"freeze", "method", "resume", "overwrite", "auto_freeze"})
 # ... and those that mean nothing to `telly recommend`, whose brief run is full fine-tuning for one epoch.
-UNUSED_BY_RECOMMEND = frozenset({"freeze", "method", "resume", "overwrite", "epochs", "checkpoint_every", "lora",
-                                 "cache", "time_budget"})
+UNUSED_BY_RECOMMEND = frozenset({"freeze", "method", "resume", "overwrite", "epochs", "checkpoint_every", "patience",
+                                 "lora", "cache", "time_budget"})
 
 
 class Parser(argparse.ArgumentParser):

@@ -156,6 +156,8 @@ class FinetuneConfig:
     trust_remote_code: bool = option(False, "allow the model folder's own Python code to run")
     overwrite: bool = option(False, "write into a run folder that already has results")
     resume: bool = option(False, "continue the interrupted run in --out from its last complete checkpoint")
+    patience: int = option(0, "stop when the valid score has not improved for N evaluations in a row; the best "
+                                  "checkpoint is tested (0: train to the end)")
     checkpoint_every: int = option(0, "also save a resumable checkpoint every N training steps (0: at the end of each "
                                       "epoch only)")
     lora: LoraOptions = group(LoraOptions)
@@ -186,6 +188,8 @@ class FinetuneConfig:
             raise UserError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.resume and self.overwrite:
             raise UserError("--resume continues a run and --overwrite replaces it; choose one")
+        if self.patience < 0:
+            raise UserError(f"--patience must be >= 0, got {self.patience}")
         if self.checkpoint_every < 0:
             raise UserError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         if self.method == "lora" and (self.freeze != FULL_FINETUNING or self.freeze_decoder):

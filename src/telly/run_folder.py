@@ -62,6 +62,7 @@ class RunMetrics:
     processes: int = 1
     examples: dict[str, int] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)  # one entry per evaluation point
+    stopped_early: bool = False  # --patience ended the run before its epochs or time budget
     activation_cache: bool = False
     pooling: str | None = None  # how code search / clone detection pooled token states: "mean" or "last"
     device: str | None = None

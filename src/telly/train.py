@@ -82,7 +82,7 @@ def train(config: FinetuneConfig, out: Path, processes, runtime: Runtime,
     """
     run = set_up(config, Path(out), processes, runtime)
     state = resume_or_start(run)
-    while not run.policy.finished(state):
+    while not (run.policy.finished(state) or state.stopped_early):
         train_until_evaluation(run, state)
     if not processes.is_main_process:
         return None
@@ -273,7 +273,15 @@ def validate_and_keep_best(run: Training, state: TrainingState) -> None:
                  state.train_seconds, train_loss, format_metrics(scores))
         if state.best_score is None or scores[run.task.selection_metric] > state.best_score:
             state.best_score, state.best_epoch, state.best_valid = scores[run.task.selection_metric], state.epoch, scores
+            state.evaluations_since_best = 0
             save_model_atomically(run.model, run.out / BEST_CHECKPOINT)
+        else:
+            state.evaluations_since_best += 1
+    patience = run.config.patience
+    state.stopped_early = processes_agree_on(  # the main process decides; the others follow
+        run.processes.is_main_process and 0 < patience <= state.evaluations_since_best, run)
+    if state.stopped_early:
+        log.info("stopping early: no better valid %s in %d evaluations", run.task.selection_metric, patience)
     state.losses_since_evaluation = []
     state.evaluations_done += 1
     run.processes.wait_for_everyone()
@@ -300,7 +308,7 @@ def test_and_write(run: Training, state: TrainingState, freeze_auto: dict | None
         steps=state.global_step, epochs_trained=state.global_step / run.steps_per_epoch,
         processes=run.processes.num_processes,
         examples={"train": len(run.train), "valid": len(run.valid), "test": len(run.test)},
-        history=state.history, activation_cache=run.cache is not None, pooling=run.task.pooling(run.model),
+        history=state.history, stopped_early=state.stopped_early, activation_cache=run.cache is not None, pooling=run.task.pooling(run.model),
         **run.runtime.to_dict(),
         peak_rss_mb=peak_rss_mb(), peak_device_memory_mb=run.runtime.peak_memory_mb(),
     )

@@ -57,3 +57,21 @@ def plot_points(path: Path, series: dict[str, tuple[list[float], list[float]]], 
     with atomic_open(path, "wb") as stream:
         figure.savefig(stream, format="png", dpi=100)
     plt.close(figure)
+
+
+def plot_bands(path: Path, series: dict[str, tuple[list[float], list[float], list[float], list[float]]], xlabel: str,
+               ylabel: str, title: str) -> None:
+    """One step line per series of (x values, y values, band low, band high), its band shaded."""
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for name, (xs, ys, low, high) in series.items():
+        line, = axis.plot(xs, ys, drawstyle="steps-post", label=name)
+        axis.fill_between(xs, low, high, step="post", alpha=0.2, color=line.get_color())
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    with atomic_open(path, "wb") as stream:
+        figure.savefig(stream, format="png", dpi=100)
+    plt.close(figure)

@@ -81,7 +81,7 @@ CASES = {
     "zero batch size": (lambda m, d, o: finetune_args(m, d, o) + ["--batch-size", "0"], r"--batch-size must be > 0"),
     "negative epochs": (lambda m, d, o: finetune_args(m, d, o, "--epochs", "-1"), r"--epochs must be > 0"),
     "zero learning rate": (lambda m, d, o: finetune_args(m, d, o, "--lr", "0"), r"--lr must be > 0"),
-    "not a number": (lambda m, d, o: finetune_args(m, d, o, "--freeze", "three"), r"--freeze: expected an integer K or 'auto', got 'three'"),
+    "not a number": (lambda m, d, o: finetune_args(m, d, o, "--freeze", "three"), r"--freeze: expected an integer K, 'auto' or 'progressive', got 'three'"),
     "missing required option": (lambda m, d, o: ["finetune", "--task", "code-search"], r"required: --data, --out"),
     "run folder not empty": (
         lambda m, d, o: (o.mkdir(), (o / "metrics.json").write_text("{}"), finetune_args(m, d, o))[2],

@@ -59,7 +59,7 @@ def test_a_flat_config_json_of_an_older_run_still_reads():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: FinetuneConfig(**REQUIRED, freeze="3"), "--freeze: expected an integer K or 'auto', got '3'"),
+    (lambda: FinetuneConfig(**REQUIRED, freeze="3"), "--freeze: expected an integer K, 'auto' or 'progressive', got '3'"),
     (lambda: LoraOptions(rank=0), "--lora-rank must be > 0, got 0"),
     (lambda: AutoFreezeOptions(measure="cosine"), "--auto-freeze-measure must be one of rsa, cka, got 'cosine'"),
     (lambda: CacheOptions(device_mb=-1), "--cache-device-mb must be >= 0, got -1"),
@@ -88,7 +88,7 @@ def test_help_says_what_each_option_takes_and_its_default_once():
         subparser = build_parser()._subparsers._group_actions[0].choices[command]
         return next(action for action in subparser._actions if option in action.option_strings)
 
-    assert help_of("finetune", "--freeze").metavar == "K|auto"
+    assert help_of("finetune", "--freeze").metavar == "K|auto|progressive"
     assert help_of("finetune", "--lora-targets").help.count("(default:") == 1
     assert help_of("finetune", "--lr").help.endswith("(default: 2e-05)")
     assert help_of("finetune", "--out").help.startswith("run folder")

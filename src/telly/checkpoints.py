@@ -51,6 +51,12 @@ class TrainingState:
     evaluations_done: int = 0
     evaluations_since_best: int = 0  # validations in a row that did not improve on the best score
     stopped_early: bool = False  # --patience ran out
+    # --freeze progressive: the K trained with now, each block's gradient norm summed over the last
+    # interval and over the one in progress, and each K with the step and time it began.
+    frozen_k: int | None = None
+    interval_norms: list[float] | None = None
+    current_norms: list[float] | None = None
+    freezing: list[dict] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
     best_score: float | None = None  # None until the first evaluation
     best_epoch: int = 0
@@ -74,7 +80,8 @@ def save_checkpoint(run: Path, model: nn.Module, optimizer, scheduler, state: Tr
     with atomic_path(final) as temporary:
         temporary.mkdir()
         optimizer_tensors, optimizer_values = _split_optimizer_state(optimizer.state_dict())
-        save_file({name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad},
+        trained = _trained_parameters(optimizer)
+        save_file({name: p.detach().contiguous() for name, p in model.named_parameters() if id(p) in trained},
                   temporary / "model.safetensors")
         save_file(optimizer_tensors, temporary / "optimizer.safetensors")
         rng_states, rng_tensors = rng_snapshot()
@@ -108,8 +115,8 @@ def load_latest_checkpoint(run: Path, model: nn.Module, optimizer, scheduler,
         except CorruptCheckpoint as problem:
             log.warning("checkpoint %s is damaged (%s); trying the one before it", checkpoint.name, problem)
             continue
-        trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-        if set(tensors["model"]) != trainable:
+        trained = _trained_parameters(optimizer)
+        if set(tensors["model"]) != {name for name, p in model.named_parameters() if id(p) in trained}:
             log.warning("checkpoint %s holds other parameters than this run trains; trying the one before it", checkpoint.name)
             continue
         model.load_state_dict(tensors["model"], strict=False)
@@ -121,6 +128,12 @@ def load_latest_checkpoint(run: Path, model: nn.Module, optimizer, scheduler,
         log.info("resuming from %s", checkpoint.name)
         return TrainingState(**document["state"])
     return None
+
+
+def _trained_parameters(optimizer) -> set[int]:
+    """The ids of the parameters the optimizer updates: what a checkpoint holds (all that can have
+    changed since the start, also those --freeze progressive has frozen since)."""
+    return {id(p) for group in optimizer.param_groups for p in group["params"]}
 
 
 def rng_snapshot() -> tuple[dict, dict[str, torch.Tensor]]:

@@ -18,6 +18,7 @@ from telly.errors import UserError
 
 FULL_FINETUNING = -1  # --freeze -1: nothing frozen
 AUTO = "auto"  # --freeze auto: K chosen by a brief run (telly.study.recommend)
+PROGRESSIVE = "progressive"  # --freeze progressive: K grows during training (telly.models.progressive)
 METHODS = ("telly", "lora")
 PRECISIONS = ("no", "bf16", "fp16")
 SIMILARITY_MEASURES = ("rsa", "cka")
@@ -30,13 +31,13 @@ MIN_SEQUENCE_LEN = 4
 
 
 def parse_freeze(value: str) -> int | str:
-    """`--freeze`: an integer K, or "auto"."""
-    if value == AUTO:
-        return AUTO
+    """`--freeze`: an integer K, "auto" or "progressive"."""
+    if value in (AUTO, PROGRESSIVE):
+        return value
     try:
         return int(value)
     except ValueError:
-        raise ArgumentTypeError(f"expected an integer K or 'auto', got {value!r}") from None
+        raise ArgumentTypeError(f"expected an integer K, 'auto' or 'progressive', got {value!r}") from None
 
 
 def option(default, help: str, **extra):
@@ -88,6 +89,27 @@ class AutoFreezeOptions:
 
 
 @dataclass(frozen=True)
+class ProgressiveOptions:
+    """`--freeze progressive`: start with every layer trainable and freeze the bottom blocks once
+    their gradients stop changing (AutoFreeze's rule)."""
+
+    every: int = option(0, "--freeze progressive: measure the blocks' gradients over intervals of N training steps "
+                           "(0: a quarter of an epoch)")
+    threshold: float = option(0.1, "--freeze progressive: freeze the bottom blocks whose gradient norm over an "
+                                   "interval changed by less than this fraction of the interval before")
+
+    def __post_init__(self) -> None:
+        check_numbers(_options_of(self))
+        if self.every < 0:
+            raise UserError(f"--progressive-every must be >= 0, got {self.every}")
+        if not self.threshold > 0:
+            raise UserError(f"--progressive-threshold must be > 0, got {self.threshold}")
+
+    def interval(self, steps_per_epoch: int) -> int:
+        return self.every or max(1, steps_per_epoch // 4)
+
+
+@dataclass(frozen=True)
 class CacheOptions:
     """The frozen-prefix activation cache of Telly-K (K >= 0)."""
 
@@ -132,7 +154,8 @@ class FinetuneConfig:
                                    "or 'smollm2' (packaged SmolLM2-135M, a Llama decoder)")
     freeze: int | str = option(
         FULL_FINETUNING, "Telly-K: freeze embeddings + bottom K blocks; -1 = full fine-tuning; auto = choose K "
-        "(see --auto-freeze-*)", parse=parse_freeze, metavar="K|auto",
+        "(see --auto-freeze-*); progressive = freeze blocks during training (see --progressive-*)", parse=parse_freeze,
+        metavar="K|auto|progressive",
     )
     epochs: int = option(1, "training epochs")
     batch_size: int = option(32, "training batch size")
@@ -162,6 +185,7 @@ class FinetuneConfig:
                                       "epoch only)")
     lora: LoraOptions = group(LoraOptions)
     auto_freeze: AutoFreezeOptions = group(AutoFreezeOptions)
+    progressive: ProgressiveOptions = group(ProgressiveOptions)
     cache: CacheOptions = group(CacheOptions)
     time_budget: TimeBudgetOptions = group(TimeBudgetOptions)
 
@@ -180,8 +204,8 @@ class FinetuneConfig:
         for name in ("max_train_examples", "max_eval_examples"):
             if getattr(self, name) is not None:
                 _require_positive(name, getattr(self, name))
-        if not (self.freeze == AUTO or isinstance(self.freeze, int) and not isinstance(self.freeze, bool)):
-            raise UserError(f"--freeze: expected an integer K or 'auto', got {self.freeze!r}")
+        if not (self.freeze in (AUTO, PROGRESSIVE) or isinstance(self.freeze, int) and not isinstance(self.freeze, bool)):
+            raise UserError(f"--freeze: expected an integer K, 'auto' or 'progressive', got {self.freeze!r}")
         if self.mixed_precision not in PRECISIONS:
             raise UserError(f"--mixed-precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}")
         if self.method not in METHODS:

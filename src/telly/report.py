@@ -23,6 +23,7 @@ from telly.metrics import t_interval
 from telly.run_folder import METRICS_FILE, RunMetrics, is_finished, read_metrics
 
 REPORT_FILES = ("report.md", "report.html", "report.json", "metric_vs_k.png", "seconds_vs_k.png", "quality_vs_time.png")
+FREEZING_PLOT = "freezing.png"  # also written when a run froze its blocks progressively
 
 
 @dataclass(frozen=True)
@@ -168,14 +169,16 @@ def speedup(full: RunMetrics, run: RunMetrics) -> float:
 
 
 def variant(metrics: RunMetrics) -> str:
-    """"full", "K=3" or "LoRA" — what was trained."""
+    """"full", "K=3", "progressive" or "LoRA" — what was trained."""
     if metrics.method == "lora":
         return "LoRA"
+    if metrics.progressive:
+        return "progressive"
     return "full" if metrics.freeze == FULL_FINETUNING else f"K={metrics.freeze}"
 
 
 def write_report(runs: list[Run], out: Path, title: str) -> str:
-    """Write REPORT_FILES into `out`; return the Markdown."""
+    """Write REPORT_FILES (and FREEZING_PLOT when it applies) into `out`; return the Markdown."""
     tables = {"": _table_rows(runs)}
     markdown = f"# {title}\n\n{_markdown(tables[''])}"
     over_seeds = seeds_table(runs)
@@ -184,13 +187,14 @@ def write_report(runs: list[Run], out: Path, title: str) -> str:
         markdown += f"\n## Over seeds\n\n{_markdown(over_seeds)}"
     write_json(out / "report.json", {"title": title, "runs": [{"name": run.name, **run.metrics.to_dict()} for run in runs]})
     atomic_write_text(out / "report.md", markdown)
-    atomic_write_text(out / "report.html", _html(title, tables))
     _plot_against_k(runs, out)
     _plot_against_time(runs, out)
+    images = [name for name in REPORT_FILES if name.endswith(".png")] + ([FREEZING_PLOT] if _plot_freezing(runs, out) else [])
+    atomic_write_text(out / "report.html", _html(title, tables, images))
     return markdown
 
 
-def _html(title: str, tables: dict[str, list[list[str]]]) -> str:
+def _html(title: str, tables: dict[str, list[list[str]]], images: list[str]) -> str:
     """The tables (name → rows, header first; an unnamed one has no heading) and the plots as a page."""
     def cells(row, tag):
         return "".join(f"<{tag}>{html.escape(cell)}</{tag}>" for cell in row)
@@ -200,7 +204,7 @@ def _html(title: str, tables: dict[str, list[list[str]]]) -> str:
         + "\n".join(f"<tr>{cells(row, 'td')}</tr>" for row in rows[1:]) + "\n</table>\n"
         for name, rows in tables.items()
     )
-    images = "".join(f'<p><img src="{name}" alt="{name}"></p>' for name in REPORT_FILES if name.endswith(".png"))
+    images = "".join(f'<p><img src="{name}" alt="{name}"></p>' for name in images)
     return (
         f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
         "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:4px 8px;text-align:right}</style>"
@@ -245,3 +249,21 @@ def _plot_against_time(runs: list[Run], out: Path) -> None:
     }
     plot_points(out / "quality_vs_time.png", series, "training seconds (evaluation not counted)",
                 f"valid {first.selection_metric}", f"{first.task}: quality vs training time")
+
+
+def _plot_freezing(runs: list[Run], out: Path) -> bool:
+    """K against training seconds for the runs that froze blocks as they trained; whether there was one."""
+    from telly.study.plots import plot_points
+
+    series = {}
+    for run in runs:
+        if run.metrics.progressive:
+            seconds, ks = [0.0], [FULL_FINETUNING]  # a staircase: K holds until the next freezing
+            for event in run.metrics.progressive:
+                seconds += [event["train_seconds"]] * 2
+                ks += [ks[-1], event["k"]]
+            series[run.name] = (seconds + [run.metrics.train_seconds], ks + [ks[-1]])
+    if series:
+        plot_points(out / FREEZING_PLOT, series, "training seconds (evaluation not counted)",
+                    "K (frozen blocks; -1 = none)", f"{runs[0].metrics.task}: progressive freezing")
+    return bool(series)

@@ -30,13 +30,14 @@ from transformers import get_linear_schedule_with_warmup
 from telly.checkpoints import (
     TrainingState, load_latest_checkpoint, remove_checkpoints, restore_rng, rng_snapshot, save_checkpoint,
 )
-from telly.config import FULL_FINETUNING, FinetuneConfig
+from telly.config import FULL_FINETUNING, PROGRESSIVE, FinetuneConfig
 from telly.errors import UserError
 from telly.files import atomic_path, write_json
 from telly.models.cache import FrozenPrefixCache
 from telly.models.freeze import ParamReport, freeze, param_report
 from telly.models.layers import find_backbone
 from telly.models.lora import apply_lora
+from telly.models.progressive import block_gradient_norms, blocks_to_freeze
 from telly.run_folder import BEST_CHECKPOINT, METRICS_FILE, SPILL_FOLDER, RunMetrics, remove_unfinished_writes
 from telly.runtime import Runtime
 from telly.tasks import get_task
@@ -71,6 +72,12 @@ class Training:
     policy: StopPolicy
     clock: TrainingClock
     cache: FrozenPrefixCache | None
+    # --freeze progressive: each block's gradient norm summed over the interval in progress
+    current_norms: list[float] | None = None
+
+    @property
+    def progressive_interval(self) -> int:
+        return self.config.progressive.interval(self.steps_per_epoch)
 
 
 def train(config: FinetuneConfig, out: Path, processes, runtime: Runtime,
@@ -114,7 +121,8 @@ def set_up(config: FinetuneConfig, out: Path, processes, runtime: Runtime) -> Tr
     cache = prefix_cache(model, config, processes)
     runtime.reset_peak_memory()
     return Training(config, out, processes, runtime, task, model, train, valid, test, params, num_layers,
-                    steps_per_epoch, trainable, optimizer, scheduler, runtime.grad_scaler(), policy, clock, cache)
+                    steps_per_epoch, trainable, optimizer, scheduler, runtime.grad_scaler(), policy, clock, cache,
+                    [0.0] * num_layers if config.freeze == PROGRESSIVE else None)
 
 
 def build_task_model(task: Task, config: FinetuneConfig):
@@ -124,8 +132,9 @@ def build_task_model(task: Task, config: FinetuneConfig):
     model = task.build_model(pretrained)
     if config.method == "lora":
         apply_lora(model, pretrained, config.lora.rank, config.lora.alpha, config.lora.target_modules)
-    else:
-        freeze(model, config.freeze, freeze_decoder=config.freeze_decoder)
+    else:  # a progressive run starts with every layer trainable
+        k = FULL_FINETUNING if config.freeze == PROGRESSIVE else config.freeze
+        freeze(model, k, freeze_decoder=config.freeze_decoder)
     task.runtime.place(model)
     return model, pretrained
 
@@ -140,9 +149,12 @@ def resume_or_start(run: Training) -> TrainingState:
         if run.processes.is_main_process and not run.model.has_new_parts:
             zero_shot = evaluate_test(run.task, run.model, run.valid, run.test, "zero-shot")
         log.info("zero-shot test: %s", format_metrics(zero_shot) if zero_shot else "skipped (newly initialised parts)")
-        state = TrainingState(zero_shot=zero_shot)
+        state = TrainingState(zero_shot=zero_shot, frozen_k=FULL_FINETUNING if run.current_norms is not None else None)
     else:
         log.info("resumed at epoch %d, step %d of %d", state.epoch, state.step_in_epoch, run.steps_per_epoch)
+        if run.current_norms is not None:  # progressive: the blocks frozen so far stay frozen
+            freeze(run.model, state.frozen_k, freeze_decoder=run.config.freeze_decoder)
+            run.current_norms = state.current_norms
     run.clock.seconds_before = state.train_seconds
     return state
 
@@ -161,6 +173,8 @@ def train_until_evaluation(run: Training, state: TrainingState) -> None:
                         disable=None, mininterval=0, miniters=1)
         for indices in progress:
             record_step(run, state, train_step(run, indices))
+            if run.current_norms is not None and state.global_step % run.progressive_interval == 0:
+                freeze_blocks_that_stopped_changing(run, state)
             progress.set_postfix(loss=f"{state.losses_since_evaluation[-1]:.4f}")  # drawn at once: steps are slow
             if run.policy.validates_mid_epoch:
                 evaluation_due = processes_agree_on(run.policy.evaluation_due(state, run.clock.seconds), run)
@@ -229,8 +243,11 @@ def train_step(run: Training, indices: list[int]) -> float:
         run.scaler.scale(loss).backward()
     loss = loss.detach()
     if processes.num_processes > 1:
-        loss = sum_over_processes(run.trainable, loss)
+        loss = sum_over_processes([p for p in run.trainable if p.requires_grad], loss)  # not what progressive froze
     run.scaler.unscale_(run.optimizer)  # clip the true gradients (a no-op without fp16)
+    if run.current_norms is not None:
+        blocks = find_backbone(run.model).blocks
+        run.current_norms = [total + norm for total, norm in zip(run.current_norms, block_gradient_norms(blocks))]
     torch.nn.utils.clip_grad_norm_(run.trainable, MAX_GRAD_NORM)
     run.scaler.step(run.optimizer)
     run.scaler.update()
@@ -289,7 +306,24 @@ def validate_and_keep_best(run: Training, state: TrainingState) -> None:
 
 def save_checkpoint_on_main(run: Training, state: TrainingState) -> None:
     if run.processes.is_main_process:
+        state = dataclasses.replace(state, current_norms=run.current_norms)
         save_checkpoint(run.out, run.model, run.optimizer, run.scheduler, state, run.scaler)
+
+
+def freeze_blocks_that_stopped_changing(run: Training, state: TrainingState) -> None:
+    """End of a --freeze progressive interval: freeze the bottom blocks whose gradient norm stopped
+    changing. Every process decides alike: the gradients are summed over processes before."""
+    previous, state.interval_norms = state.interval_norms, run.current_norms
+    run.current_norms = [0.0] * run.num_layers
+    if previous is None:
+        return
+    k = blocks_to_freeze(state.frozen_k, previous, state.interval_norms, run.config.progressive.threshold)
+    if k != state.frozen_k:
+        freeze(run.model, k, freeze_decoder=run.config.freeze_decoder)
+        state.frozen_k = k
+        state.freezing.append({"k": k, "step": state.global_step, "train_seconds": run.clock.seconds})
+        log.info("step %d: embeddings and the bottom %d blocks frozen (their gradients stopped changing)",
+                 state.global_step, k)
 
 
 def test_and_write(run: Training, state: TrainingState, freeze_auto: dict | None) -> RunMetrics:
@@ -299,7 +333,8 @@ def test_and_write(run: Training, state: TrainingState, freeze_auto: dict | None
     log.info("test (best %s): %s", run.policy.best_point(state), format_metrics(test_scores))
     config = run.config
     metrics = RunMetrics(
-        task=config.task, model=config.model, method=config.method, freeze=config.freeze,
+        task=config.task, model=config.model, method=config.method,
+        freeze=config.freeze if state.frozen_k is None else state.frozen_k, progressive=state.freezing or None,
         selection_metric=run.task.selection_metric, test=test_scores, params=run.params.to_dict(),
         zero_shot_test=state.zero_shot, seed=config.seed, freeze_auto=freeze_auto, num_layers=run.num_layers,
         best_epoch=state.best_epoch,
@@ -456,7 +491,7 @@ def prefix_cache(model: TaskModel, config: FinetuneConfig, processes) -> FrozenP
     Each process of a multi-process run caches every training sequence (its share of the batches
     changes every epoch) and spills into its own folder.
     """
-    if config.freeze == FULL_FINETUNING or not config.cache.enabled:
+    if config.freeze in (FULL_FINETUNING, PROGRESSIVE) or not config.cache.enabled:
         return None
     spill_folder = Path(config.out) / SPILL_FOLDER
     if processes.num_processes > 1:

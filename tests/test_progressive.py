@@ -1,0 +1,100 @@
+"""--freeze progressive: blocks freeze during training once their gradients stop changing."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+import telly.train as train_module
+from telly.cli import main
+from telly.models.progressive import block_gradient_norms, blocks_to_freeze
+
+
+@pytest.mark.parametrize("k, previous, current, expected", [
+    (-1, [10, 10, 10, 10], [10.5, 12, 10, 10], 1),  # block 0 changed 5%, block 1 20%: embeddings + block 0
+    (-1, [10, 10, 10, 10], [15, 10, 10, 10], -1),  # block 0 still changes: nothing freezes, not even above it
+    (-1, [10, 10, 10, 10], [10, 10, 10, 10], 3),  # all stable: all but the top block
+    (2, [0, 0, 10, 10], [0, 0, 10.1, 10], 3),  # frozen blocks have no gradient; the top one stays trainable
+    (1, [0, 10, 10, 10], [0, 9.5, 10, 10], 3),  # a 5% drop counts as stable too
+    (-1, [0, 10, 10, 10], [0, 10, 10, 10], -1),  # a block without gradients gives no rate: stop there
+])
+def test_the_bottom_blocks_whose_gradient_norm_stopped_changing_freeze(k, previous, current, expected):
+    assert blocks_to_freeze(k, previous, current, threshold=0.1) == expected
+
+
+def test_each_block_gradient_norm_is_the_norm_of_all_its_gradients():
+    blocks = [nn.Linear(2, 1, bias=True), nn.Linear(2, 1), nn.Linear(2, 1)]
+    blocks[0].weight.grad, blocks[0].bias.grad = torch.tensor([[3.0, 0.0]]), torch.tensor([4.0])
+    blocks[1].weight.grad = torch.tensor([[1.0, 1.0]])  # its bias has no gradient
+    assert block_gradient_norms(blocks) == pytest.approx([5.0, 2 ** 0.5, 0.0])
+
+
+def progressive_argv(model, data, out, *extra):
+    return ["finetune", "--task", "code-search", "--model", str(model), "--data", str(data), "--out", str(out),
+            "--freeze", "progressive", "--epochs", "4", "--batch-size", "8", "--max-train-examples", "16",
+            "--max-eval-examples", "8", "--max-code-len", "32", "--max-nl-len", "16", "--lr", "1e-3",
+            "--progressive-every", "2", "--progressive-threshold", "1e9", *extra]
+
+
+def test_a_progressive_run_freezes_during_training_and_the_frozen_weights_stop(tiny_bert_dir, email_corpus, tmp_path,
+                                                                              monkeypatch):
+    """2 steps an epoch, intervals of 2 steps, a threshold every block passes: the first interval
+    (steps 1-2) only measures, the second (steps 3-4) freezes everything but the top block. The
+    weights frozen at step 4 are those of the final model; the top block trained on."""
+    at_freezing = {}
+    real = train_module.freeze_blocks_that_stopped_changing
+
+    def freezing(run, state):
+        real(run, state)
+        if state.freezing and not at_freezing:
+            at_freezing.update({name: p.detach().clone() for name, p in run.model.named_parameters()})
+
+    monkeypatch.setattr(train_module, "freeze_blocks_that_stopped_changing", freezing)
+    real_evaluate, rising = train_module.evaluate, iter([0.1, 0.2, 0.3, 0.4])  # the last epoch is the best
+
+    def evaluate(task, model, examples, description, valid_metrics=None):
+        if description.startswith("valid at step"):
+            return {"mrr": next(rising)}
+        return real_evaluate(task, model, examples, description, valid_metrics)
+
+    monkeypatch.setattr(train_module, "evaluate", evaluate)
+    out = tmp_path / "progressive"
+    assert main(progressive_argv(tiny_bert_dir, email_corpus, out)) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["freeze"] == 3 and [(event["k"], event["step"]) for event in metrics["progressive"]] == [(3, 4)]
+    final = load_file(out / "best" / "model.safetensors")
+    frozen = [name for name in at_freezing if ".embeddings." in name or any(f".layer.{i}." in name for i in range(3))]
+    top = [name for name in at_freezing if ".layer.3." in name]
+    assert frozen and all(torch.equal(final[name], at_freezing[name]) for name in frozen)
+    assert any(not torch.equal(final[name], at_freezing[name]) for name in top)
+    report = tmp_path / "report"
+    assert main(["report", str(out), "--out", str(report)]) == 0
+    assert "| progressive |" in (report / "report.md").read_text() and (report / "freezing.png").stat().st_size > 0
+    assert '<img src="freezing.png"' in (report / "report.html").read_text()
+
+
+def test_a_progressive_run_resumes_with_its_blocks_frozen_and_gives_the_same_metrics(tiny_bert_dir, email_corpus,
+                                                                                    tmp_path, monkeypatch):
+    whole = tmp_path / "whole"
+    assert main(progressive_argv(tiny_bert_dir, email_corpus, whole, "--checkpoint-every", "1")) == 0
+    expected = json.loads((whole / "metrics.json").read_text())
+
+    real_step, steps = train_module.train_step, [0]
+
+    def interrupted_at_step_6(run, indices):
+        steps[0] += 1
+        if steps[0] == 6:
+            raise KeyboardInterrupt
+        return real_step(run, indices)
+
+    out = tmp_path / "resumed"
+    argv = progressive_argv(tiny_bert_dir, email_corpus, out, "--checkpoint-every", "1")
+    monkeypatch.setattr(train_module, "train_step", interrupted_at_step_6)
+    assert main(argv) == 130  # after step 5's checkpoint, K=3 since step 4
+    monkeypatch.setattr(train_module, "train_step", real_step)
+    assert main([*argv, "--resume"]) == 0
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert resumed["test"] == expected["test"] and resumed["progressive"][0]["step"] == expected["progressive"][0]["step"]
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in expected["history"]]

@@ -10,7 +10,7 @@ Usage:
 
     python bench/time_to_quality.py --task code-search --data DIR --out runs/ttq \\
         [--model default] [--ks 3,5] [--seeds 1,2,3] [--patience 3] [--within 0.01] \\
-        [-- any other option of telly sweep, e.g. --epochs 20 --max-train-examples 2000]
+        [-- any other option of telly sweep, e.g. --progressive --epochs 20 --max-train-examples 2000]
 
 Without --data the task's data set is built from this Python's standard library into OUT/data.
 """

@@ -17,6 +17,8 @@ def test_variants_are_full_then_each_k_then_lora():
         Variant("k3", "telly", 3), Variant("lora", "lora", -1),
     ]
     assert [v.name for v in sweep_variants(6, "5, 3,3", lora=False)] == ["full", "k3", "k5"]
+    assert sweep_variants(4, "2", lora=True, progressive=True)[2:] == [Variant("progressive", "telly", "progressive"),
+                                                                       Variant("lora", "lora", -1)]
 
 
 def test_each_variant_runs_once_per_seed_in_a_folder_of_its_own():

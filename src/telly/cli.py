@@ -148,6 +148,8 @@ def build_parser() -> Parser:
                "and plots"})
     sweep.add_argument("--ks", default="all", help="the K values: 'all' (0..L-1) or e.g. 0,3,5 (default: all)")
     sweep.add_argument("--lora", action="store_true", help="also run the LoRA baseline (--lora-rank, --lora-alpha, --lora-targets)")
+    sweep.add_argument("--progressive", action="store_true", help="also run --freeze progressive (--progressive-every, "
+                       "--progressive-threshold)")
     sweep.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3: every variant runs once per seed and the "
                        "report gives means with 95%% intervals (default: --seed alone)")
     sweep.add_argument("--executor", default="local", choices=EXECUTORS,
@@ -370,7 +372,7 @@ def run_sweep(args: argparse.Namespace) -> None:
     with output_folder(Path(base.out), worth_keeping=has_progress) as out:
         num_layers = find_backbone(load_pretrained(base.model, trust_remote_code=base.trust_remote_code,
                                                    model_class=encoder_class)[0]).num_layers
-        variants = sweep_variants(num_layers, args.ks, args.lora, args.seeds)
+        variants = sweep_variants(num_layers, args.ks, args.lora, args.seeds, args.progressive)
         folders = run_variants(base, out, variants, args.executor)
         markdown = write_report([load_run(folder) for folder in folders], out, f"{base.task} on {base.model}: sweep")
     print(markdown, end="")

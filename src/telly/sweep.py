@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from telly.config import FULL_FINETUNING, FinetuneConfig
+from telly.config import FULL_FINETUNING, PROGRESSIVE, FinetuneConfig
 from telly.errors import UserError, at_the_boundary, one_line
 from telly.run_folder import is_finished, run_log
 
@@ -29,15 +29,16 @@ log = logging.getLogger("telly")
 
 @dataclass(frozen=True)
 class Variant:
-    name: str  # the run folder's name: "full", "k3", "lora" (with "-seed<S>" when a sweep has several seeds)
+    name: str  # the run folder's name: "full", "k3", "progressive", "lora" ("-seed<S>" added with several seeds)
     method: str
-    freeze: int
+    freeze: int | str  # K, or "progressive"
     seed: int | None = None  # None: the sweep's --seed
 
 
-def sweep_variants(num_layers: int, ks: str, lora: bool, seeds: str | None = None) -> list[Variant]:
-    """Full fine-tuning first, then Telly-K for `ks` ("all" = 0..L-1, or "0,3,5"), then LoRA; each
-    once per seed of `seeds` ("1,2,3"; None: once, with the sweep's --seed)."""
+def sweep_variants(num_layers: int, ks: str, lora: bool, seeds: str | None = None,
+                   progressive: bool = False) -> list[Variant]:
+    """Full fine-tuning first, then Telly-K for `ks` ("all" = 0..L-1, or "0,3,5"), then progressive
+    freezing and LoRA if asked; each once per seed of `seeds` ("1,2,3"; None: once, with the sweep's --seed)."""
     if ks == "all":
         chosen = list(range(num_layers))
     else:
@@ -46,6 +47,7 @@ def sweep_variants(num_layers: int, ks: str, lora: bool, seeds: str | None = Non
         if not 0 <= k <= num_layers - 1:
             raise UserError(f"--ks: K={k} is out of range for a model with {num_layers} layers (0..{num_layers - 1})")
     variants = [Variant("full", "telly", FULL_FINETUNING)] + [Variant(f"k{k}", "telly", k) for k in chosen]
+    variants += [Variant("progressive", "telly", PROGRESSIVE)] if progressive else []
     variants += [Variant("lora", "lora", FULL_FINETUNING)] if lora else []
     if seeds is None:
         return variants

@@ -48,15 +48,7 @@ def plot_points(path: Path, series: dict[str, tuple[list[float], list[float]]], 
     figure, axis = plt.subplots(figsize=(6, 4))
     for name, (xs, ys) in series.items():
         axis.plot(xs, ys, linestyle="--" if name == "LoRA" else "-", marker=None if name == "LoRA" else "o", label=name)
-    axis.set_xlabel(xlabel)
-    axis.set_ylabel(ylabel)
-    axis.set_title(title)
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    with atomic_open(path, "wb") as stream:
-        figure.savefig(stream, format="png", dpi=100)
-    plt.close(figure)
+    _label_and_save(figure, axis, path, xlabel, ylabel, title)
 
 
 def plot_bands(path: Path, series: dict[str, tuple[list[float], list[float], list[float], list[float]]], xlabel: str,
@@ -66,6 +58,10 @@ def plot_bands(path: Path, series: dict[str, tuple[list[float], list[float], lis
     for name, (xs, ys, low, high) in series.items():
         line, = axis.plot(xs, ys, drawstyle="steps-post", label=name)
         axis.fill_between(xs, low, high, step="post", alpha=0.2, color=line.get_color())
+    _label_and_save(figure, axis, path, xlabel, ylabel, title)
+
+
+def _label_and_save(figure, axis, path: Path, xlabel: str, ylabel: str, title: str) -> None:
     axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)
     axis.set_title(title)

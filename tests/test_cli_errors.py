@@ -307,6 +307,16 @@ CASES = {
         lambda m, d, o: ["data", "build", str(EMAIL), "--out", str(o), "--max-file-mb", "nan"],
         r"--max-file-mb must be a finite number",
     ),
+    "export a folder that is not a run": (lambda m, d, o: ["export", str(d), "--out", str(o)],
+                                          r"is not a finished run \(no config\.json\)"),
+    "export into a folder that is not empty": (
+        lambda m, d, o: ["export", str(finished_run(m, d)), "--out", str(d)],
+        r"export folder .*data is not empty; choose a new or empty --out",
+    ),
+    "export the adapters of a run without LoRA": (
+        lambda m, d, o: ["export", str(finished_run(m, d)), "--out", str(o), "--adapter"],
+        r"--adapter exports LoRA adapters; .*finished was trained with --method telly",
+    ),
 }
 
 BUILT_FOLDERS = {"clone-detection": "bcb", "code-generation": "concode", "code-completion": "lines"}

@@ -162,6 +162,14 @@ def build_parser() -> Parser:
     report.add_argument("--out", type=Path, help="write report.md/.html/.json and plots here (default: the sweep folder "
                         "when given one; else print the table only)")
     report.set_defaults(handler=run_report)
+
+    export = commands.add_parser("export", help="a finished run as a Hugging Face model folder (and sentence-transformers, "
+                                 "PEFT adapter, model card)")
+    export.add_argument("run", type=Path, help="a finished run folder")
+    export.add_argument("--out", type=Path, required=True, help="folder to write (new or empty)")
+    export.add_argument("--adapter", action="store_true", help="a LoRA run: also write its adapters as a PEFT folder "
+                        "(OUT/adapter); the model folder holds them merged either way")
+    export.set_defaults(handler=run_export)
     return parser
 
 
@@ -391,6 +399,18 @@ def run_report(args: argparse.Namespace) -> None:
     with output_folder(out):
         print(write_report(runs, out, f"{runs[0].metrics.task}: {', '.join(run.name for run in runs)}"), end="")
     print(f"wrote {out}/report.md, .html, .json and plots")
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from telly.run_folder import read_config
+    from telly.use.export import export_run
+
+    read_config(args.run)  # a finished run, checked before anything is written
+    if args.out.is_dir() and any(args.out.iterdir()):
+        raise UserError(f"export folder {args.out} is not empty; choose a new or empty --out")
+    with output_folder(args.out) as out:
+        written = export_run(args.run, out, adapter=args.adapter)
+    print("\n".join(f"wrote {out}/{line}" for line in written))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,10 +78,11 @@ class CodeSearchTask(Task):
         return F.cross_entropy(logits, torch.arange(len(queries), device=logits.device))
 
     def evaluate(self, model, examples: Sequence[SearchExample], description: str, valid_metrics=None) -> dict:
-        queries = self._embed(model, [e.query for e in examples], self.config.max_nl_len, f"{description} queries")
-        code = self._embed(model, [e.code for e in examples], self.config.max_code_len, f"{description} code")
+        queries = self.embed(model, [e.query for e in examples], self.config.max_nl_len, f"{description} queries")
+        code = self.embed(model, [e.code for e in examples], self.config.max_code_len, f"{description} code")
         return retrieval_metrics((queries @ code.T).float().numpy())
 
-    def _embed(self, model: SentenceEncoder, texts: list[str], max_length: int, description: str) -> torch.Tensor:
+    def embed(self, model: SentenceEncoder, texts: list[str], max_length: int, description: str) -> torch.Tensor:
+        """The vectors evaluation ranks with, one per text (on the CPU)."""
         batches = list(self.eval_batches(texts))
         return embed_all(self.runtime, model, lambda batch: self.tokenize(batch, max_length), batches, description)

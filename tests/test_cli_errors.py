@@ -317,6 +317,13 @@ CASES = {
         lambda m, d, o: ["export", str(finished_run(m, d)), "--out", str(o), "--adapter"],
         r"--adapter exports LoRA adapters; .*finished was trained with --method telly",
     ),
+    "predict into a folder": (lambda m, d, o: ["predict", str(finished_run(m, d)), "--out", str(d)],
+                              r"--out .*data is a folder; name the prediction file to write"),
+    "predict a split the data lacks": (
+        lambda m, d, o: removed(d / "valid.jsonl", ["predict", str(finished_run(m, d)), "--split", "valid",
+                                                     "--out", str(o.parent / "valid.txt")]),
+        r"no valid data in .*data",
+    ),
 }
 
 BUILT_FOLDERS = {"clone-detection": "bcb", "code-generation": "concode", "code-completion": "lines"}
@@ -348,6 +355,12 @@ def save_tiny_bert(folder, tokenizer_source, vocab_size):
                          intermediate_size=16)).save_pretrained(folder)
     AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(folder)
     return folder
+
+
+def removed(path, argv):
+    """`argv`, once `path` (which making `argv` needed) is deleted."""
+    path.unlink()
+    return argv
 
 
 def finished_run(model, data):

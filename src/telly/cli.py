@@ -170,6 +170,14 @@ def build_parser() -> Parser:
     export.add_argument("--adapter", action="store_true", help="a LoRA run: also write its adapters as a PEFT folder "
                         "(OUT/adapter); the model folder holds them merged either way")
     export.set_defaults(handler=run_export)
+
+    predict = commands.add_parser("predict", help="a finished run's predictions in the files CodeXGLUE's evaluators read")
+    predict.add_argument("run", type=Path, help="a finished run folder")
+    predict.add_argument("--data", type=Path, help="data folder in the task's format (default: the run's)")
+    predict.add_argument("--split", default="test", choices=["train", "valid", "test"], help="(default: test)")
+    predict.add_argument("--out", type=Path, required=True, help="the prediction file to write")
+    add_device_options(predict)
+    predict.set_defaults(handler=run_predict)
     return parser
 
 
@@ -411,6 +419,20 @@ def run_export(args: argparse.Namespace) -> None:
     with output_folder(args.out) as out:
         written = export_run(args.run, out, adapter=args.adapter)
     print("\n".join(f"wrote {out}/{line}" for line in written))
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    from telly.run_folder import read_config
+    from telly.runtime import resolve_runtime
+    from telly.use.predict import predict_to_file
+
+    read_config(args.run)
+    if args.out.is_dir():
+        raise UserError(f"--out {args.out} is a folder; name the prediction file to write")
+    if not args.out.parent.is_dir():
+        raise UserError(f"no such folder for --out: {args.out.parent}")
+    metrics = predict_to_file(args.run, args.data, args.split, args.out, resolve_runtime(args.device, args.mixed_precision))
+    print(f"wrote {args.out}; {args.split} metrics from it: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -324,6 +324,12 @@ CASES = {
                                                      "--out", str(o.parent / "valid.txt")]),
         r"no valid data in .*data",
     ),
+    "search with an empty query": (lambda m, d, o: ["search", str(finished_run(m, d)), "  ", "--sources", str(EMAIL)],
+                                   r"the query is empty; say in words what the function does"),
+    "search for no matches": (
+        lambda m, d, o: ["search", str(finished_run(m, d)), "parse a header", "--sources", str(EMAIL), "--top", "0"],
+        r"--top must be at least 1, got 0",
+    ),
 }
 
 BUILT_FOLDERS = {"clone-detection": "bcb", "code-generation": "concode", "code-completion": "lines"}

@@ -178,6 +178,20 @@ def build_parser() -> Parser:
     predict.add_argument("--out", type=Path, required=True, help="the prediction file to write")
     add_device_options(predict)
     predict.set_defaults(handler=run_predict)
+
+    search = commands.add_parser("search", help="the functions of a source tree that best match a query, by a "
+                                 "code-search run's encoder (indexed once, kept up to date)")
+    search.add_argument("run", type=Path, help="a finished code-search run folder")
+    search.add_argument("query", help="what the function does, in words")
+    search.add_argument("--sources", type=Path, nargs="+", help="source folders, files or .zip archives to search "
+                        "(default: the language's standard sources)")
+    add_source_options(search)
+    search.add_argument("--top", type=int, default=10, help="how many matches to print (default: 10)")
+    search.add_argument("--json", action="store_true", help="print the matches as JSON")
+    search.add_argument("--index", type=Path, help="the index folder (default: one per run, sources and language "
+                        "under ~/.cache/telly/search)")
+    add_device_options(search)
+    search.set_defaults(handler=run_search)
     return parser
 
 
@@ -433,6 +447,29 @@ def run_predict(args: argparse.Namespace) -> None:
         raise UserError(f"no such folder for --out: {args.out.parent}")
     metrics = predict_to_file(args.run, args.data, args.split, args.out, resolve_runtime(args.device, args.mixed_precision))
     print(f"wrote {args.out}; {args.split} metrics from it: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
+
+
+def run_search(args: argparse.Namespace) -> None:
+    import json
+
+    from telly.run_folder import read_config
+    from telly.runtime import resolve_runtime
+    from telly.use.search import search
+
+    read_config(args.run)
+    if not args.query.strip():
+        raise UserError("the query is empty; say in words what the function does")
+    if args.top < 1:
+        raise UserError(f"--top must be at least 1, got {args.top}")
+    sources, language = sources_and_language(args.sources, args.language)
+    matches, update = search(args.run, args.query, sources, language, top=args.top, max_file_mb=args.max_file_mb,
+                             index_folder=args.index, runtime=resolve_runtime(args.device, args.mixed_precision))
+    print(f"{update.functions:,} functions in {update.files:,} files ({update.encoded:,} encoded now, the rest from "
+          f"the index in {update.folder})", file=sys.stderr)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(match) for match in matches], indent=2))
+    else:
+        print("\n".join(f"{match.score:.4f}  {match.file}:{match.line}  {match.function}" for match in matches))
 
 
 def main(argv: list[str] | None = None) -> int:

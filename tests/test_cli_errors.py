@@ -330,6 +330,16 @@ CASES = {
         lambda m, d, o: ["search", str(finished_run(m, d)), "parse a header", "--sources", str(EMAIL), "--top", "0"],
         r"--top must be at least 1, got 0",
     ),
+    "complete a file without a line": (lambda m, d, o: ["complete", str(d), str(EMAIL / "utils.py")],
+                                       r"expected FILE:LINE, got '.*utils\.py'"),
+    "complete with a code-search run": (
+        lambda m, d, o: ["complete", str(finished_run(m, d)), f"{EMAIL / 'utils.py'}:10"],
+        r"telly complete needs a code-completion run; .*finished fine-tuned for code-search",
+    ),
+    "summarize a function the file lacks": (
+        lambda m, d, o: ["summarize", str(finished_run(m, d)), f"{EMAIL / 'utils.py'}:no_such_function"],
+        r"no function named 'no_such_function' in .*utils\.py \(its functions: .*formataddr",
+    ),
 }
 
 BUILT_FOLDERS = {"clone-detection": "bcb", "code-generation": "concode", "code-completion": "lines"}

@@ -192,6 +192,19 @@ def build_parser() -> Parser:
                         "under ~/.cache/telly/search)")
     add_device_options(search)
     search.set_defaults(handler=run_search)
+
+    complete = commands.add_parser("complete", help="a code-completion run's prediction of a line of a source file")
+    complete.add_argument("run", type=Path, help="a finished code-completion run folder")
+    complete.add_argument("place", metavar="FILE:LINE", help="the line to predict from the lines above it (1-based)")
+    add_device_options(complete)
+    complete.set_defaults(handler=run_complete)
+
+    summarize = commands.add_parser("summarize", help="a code-summarization run's summary of a function of a source file")
+    summarize.add_argument("run", type=Path, help="a finished code-summarization run folder")
+    summarize.add_argument("place", metavar="FILE:FUNCTION", help="the function, by name or as Class.method")
+    summarize.add_argument("--language", choices=list(LANGUAGES), help="the file's language (default: told by its name)")
+    add_device_options(summarize)
+    summarize.set_defaults(handler=run_summarize)
     return parser
 
 
@@ -470,6 +483,36 @@ def run_search(args: argparse.Namespace) -> None:
         print(json.dumps([dataclasses.asdict(match) for match in matches], indent=2))
     else:
         print("\n".join(f"{match.score:.4f}  {match.file}:{match.line}  {match.function}" for match in matches))
+
+
+def file_and_place(text: str, what: str) -> tuple[Path, str]:
+    """FILE:LINE or FILE:FUNCTION split at the last colon."""
+    file, _, place = text.rpartition(":")
+    if not file or not place:
+        raise UserError(f"expected FILE:{what}, got {text!r}")
+    return Path(file), place
+
+
+def run_complete(args: argparse.Namespace) -> None:
+    from telly.run_folder import read_config
+    from telly.runtime import resolve_runtime
+    from telly.use.assist import complete_line
+
+    file, line = file_and_place(args.place, "LINE")
+    if not line.isdigit():
+        raise UserError(f"expected FILE:LINE with a line number, got {args.place!r}")
+    read_config(args.run)
+    print(complete_line(args.run, file, int(line), resolve_runtime(args.device, args.mixed_precision)))
+
+
+def run_summarize(args: argparse.Namespace) -> None:
+    from telly.run_folder import read_config
+    from telly.runtime import resolve_runtime
+    from telly.use.assist import summarize_function
+
+    file, function = file_and_place(args.place, "FUNCTION")
+    read_config(args.run)
+    print(summarize_function(args.run, file, function, args.language, resolve_runtime(args.device, args.mixed_precision)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,3 +126,38 @@ def test_a_lora_run_exports_merged_and_as_a_peft_adapter(tiny_bert_dir, email_co
     assert torch.allclose(adapter_states, telly_states, atol=1e-5)
     assert not torch.allclose(base_states, telly_states, atol=1e-3)  # the adapters learned something
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_bert_dir)
+
+
+def test_a_summarization_run_exports_its_new_decoder_with_the_tie_to_the_embeddings(tiny_bert_dir, tmp_path):
+    BUILDERS["code-summarization"]([EMAIL], tmp_path / "data", seed=0)
+    run = finetune(tmp_path / "summarize", "code-summarization", tiny_bert_dir, tmp_path / "data", "--freeze", "1",
+                   "--decoder-layers", "1", "--beam-size", "2")
+    out = export(run, tmp_path / "export")
+    model = telly.load_run(run).model
+    parts = load_file(out / "task_parts.safetensors")
+    assert {name.split(".")[0] for name in parts} == {"decoder", "dense"}
+    assert all(torch.equal(parts[name], model.state_dict()[name]) for name in parts)
+    described = json.loads((out / "task_parts.json").read_text())
+    assert described["task_model"] == "EncoderWithNewDecoder"
+    assert described["tied_to_pretrained"] == {"lm_head.weight": "embeddings.word_embeddings.weight"}
+    assert ModelCard.load(out / "README.md").data.pipeline_tag == "feature-extraction"  # the folder is the encoder
+
+
+def test_a_completion_run_exports_a_causal_lm(byte_level_tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    end = byte_level_tokenizer.eos_token_id
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(byte_level_tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128,
+                               bos_token_id=end, eos_token_id=end)).save_pretrained(tmp_path / "gpt2")
+    byte_level_tokenizer.save_pretrained(tmp_path / "gpt2")
+    BUILDERS["code-completion"]([EMAIL], tmp_path / "data", seed=0)
+    run = finetune(tmp_path / "complete", "code-completion", tmp_path / "gpt2", tmp_path / "data", "--freeze", "1")
+    out = export(run, tmp_path / "export")
+    tuned = telly.load_run(run).pretrained_part
+    exported = AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = torch.tensor([byte_level_tokenizer("def parse(text):\n    return", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(exported(ids).logits, tuned(ids).logits, atol=1e-5)
+    assert not (out / "task_parts.safetensors").exists()
+    assert ModelCard.load(out / "README.md").data.pipeline_tag == "text-generation"

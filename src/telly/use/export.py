@@ -31,8 +31,8 @@ TASK_PARTS = "task_parts"  # .safetensors and .json
 ADAPTER_FOLDER = "adapter"
 # The hub ids of the models telly ships offline: a model card names its base model by hub id.
 HUB_IDS = {DEFAULT_MODEL: "sentence-transformers/all-MiniLM-L6-v2", "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
-# The hub's pipeline tag of each task's export; a generative task's follows the model's shape.
-PIPELINE_TAGS = {"code-search": "sentence-similarity", "clone-detection": "feature-extraction"}
+# The hub's pipeline tag of an exported folder, by the class that loads it (code search's: sentence-similarity).
+PIPELINE_TAGS = {"AutoModelForSeq2SeqLM": "text2text-generation", "AutoModelForCausalLM": "text-generation"}
 ST_POOLING_KEYS = {"mean": "pooling_mode_mean_tokens", "last": "pooling_mode_lasttoken"}
 
 
@@ -172,8 +172,8 @@ def model_card(run: Path, loaded: RunModels, metrics: RunMetrics) -> str:
 
     config = loaded.config
     data_name = Path(config.data).name
-    pipeline = PIPELINE_TAGS.get(config.task) or ("text2text-generation" if loaded.pretrained_part.config.is_encoder_decoder
-                                                  else "text-generation")
+    pipeline = "sentence-similarity" if config.task == "code-search" else \
+        PIPELINE_TAGS.get(standard_class(loaded), "feature-extraction")  # an encoder (its new decoder beside)
     variant = "LoRA" if config.method == "lora" else "full fine-tuning" if metrics.freeze < 0 else f"Telly-{metrics.freeze}"
     card = ModelCardData(
         base_model=base_model_id(config.model), library_name="sentence-transformers" if config.task == "code-search"

@@ -126,6 +126,8 @@ def test_a_lora_run_exports_merged_and_as_a_peft_adapter(tiny_bert_dir, email_co
     assert torch.allclose(adapter_states, telly_states, atol=1e-5)
     assert not torch.allclose(base_states, telly_states, atol=1e-3)  # the adapters learned something
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_bert_dir)
+    card = ModelCard.load(out / "README.md")
+    assert "lora" in card.data.tags and "- K: none (LoRA)" in card.text and "rank 4 (alpha 16)" in card.text
 
 
 def test_a_summarization_run_exports_its_new_decoder_with_the_tie_to_the_embeddings(tiny_bert_dir, tmp_path):
@@ -140,7 +142,9 @@ def test_a_summarization_run_exports_its_new_decoder_with_the_tie_to_the_embeddi
     described = json.loads((out / "task_parts.json").read_text())
     assert described["task_model"] == "EncoderWithNewDecoder"
     assert described["tied_to_pretrained"] == {"lm_head.weight": "embeddings.word_embeddings.weight"}
-    assert ModelCard.load(out / "README.md").data.pipeline_tag == "feature-extraction"  # the folder is the encoder
+    card = ModelCard.load(out / "README.md")
+    assert card.data.pipeline_tag == "feature-extraction"  # the folder is the encoder
+    assert "new parts (decoder, dense) are in task_parts.safetensors" in card.text
 
 
 def test_a_completion_run_exports_a_causal_lm(byte_level_tokenizer, tmp_path):

@@ -65,7 +65,7 @@ def export_run(run: Path, out: Path, adapter: bool = False) -> list[str]:
     if parts:
         write_task_parts(out, loaded, parts)
         written.append(f"{TASK_PARTS}.safetensors, {TASK_PARTS}.json: the task's new parts")
-    atomic_write_text(out / "README.md", model_card(run, loaded, metrics))
+    atomic_write_text(out / "README.md", model_card(run, loaded, metrics, sorted({name.split(".")[0] for name in parts})))
     written.append("README.md: the model card")
     return written
 
@@ -166,8 +166,9 @@ def finetune_command(config: FinetuneConfig) -> str:
     return " ".join(words)
 
 
-def model_card(run: Path, loaded: RunModels, metrics: RunMetrics) -> str:
-    """README.md: YAML metadata (base model, tags, task, metrics with values, data) and the text."""
+def model_card(run: Path, loaded: RunModels, metrics: RunMetrics, new_parts: list[str]) -> str:
+    """README.md: YAML metadata (base model, tags, task, metrics with values, data) and the text;
+    `new_parts` name the task's parts saved beside the model (task_parts.safetensors)."""
     from huggingface_hub import EvalResult, ModelCardData
 
     config = loaded.config
@@ -177,7 +178,7 @@ def model_card(run: Path, loaded: RunModels, metrics: RunMetrics) -> str:
     variant = "LoRA" if config.method == "lora" else "full fine-tuning" if metrics.freeze < 0 else f"Telly-{metrics.freeze}"
     card = ModelCardData(
         base_model=base_model_id(config.model), library_name="sentence-transformers" if config.task == "code-search"
-        else "transformers", pipeline_tag=pipeline, datasets=[data_name], model_name=f"{run.name}",
+        else "transformers", pipeline_tag=pipeline, datasets=[data_name], model_name=run.name,
         tags=["telly", "code", config.task, variant.lower().replace(" ", "-")],
         eval_results=[EvalResult(task_type=config.task, task_name=config.task, dataset_type=data_name,
                                  dataset_name=data_name, dataset_split="test", metric_type=name, metric_name=name,
@@ -185,14 +186,19 @@ def model_card(run: Path, loaded: RunModels, metrics: RunMetrics) -> str:
     )
     original = FinetuneConfig.from_dict(read_json(run / CONFIG_FILE))
     params = metrics.params
-    frozen = ("every pre-trained weight frozen, LoRA adapters trained and merged into the weights" if config.method == "lora"
-              else "nothing frozen" if metrics.freeze < 0 else
-              f"the embeddings and the bottom {metrics.freeze} of {metrics.num_layers} blocks frozen")
+    if config.method == "lora":
+        frozen = (f"every pre-trained weight frozen, LoRA adapters of rank {config.lora.rank} (alpha {config.lora.alpha}) "
+                  "trained and merged into the weights")
+        k = "- K: none (LoRA)"
+    else:
+        frozen = "nothing frozen" if metrics.freeze < 0 else \
+            f"the embeddings and the bottom {metrics.freeze} of {metrics.num_layers} blocks frozen"
+        k = f"- K = {metrics.freeze}" + (" (chosen by --freeze auto)" if metrics.freeze_auto else "") \
+            + (" (-1: full fine-tuning)" if metrics.freeze < 0 else "")
     lines = [
         f"# {run.name}: {base_model_id(config.model)} fine-tuned for {config.task}", "",
         f"Fine-tuned with telly ({variant}: {frozen}).", "",
-        f"- K = {metrics.freeze}" + (" (chosen by --freeze auto)" if metrics.freeze_auto else "")
-        + (" (-1: full fine-tuning)" if metrics.freeze < 0 else ""),
+        k,
         f"- trainable parameters: {params['trainable']:,} of {params['total']:,} ({params['percent_trainable']:.1f}%)",
         f"- data: `{config.data}` ({', '.join(f'{split} {count:,}' for split, count in metrics.examples.items())} examples)",
         f"- test metrics: {', '.join(f'{name} {value:.4f}' for name, value in metrics.test.items())}",
@@ -200,6 +206,9 @@ def model_card(run: Path, loaded: RunModels, metrics: RunMetrics) -> str:
         "Made with:", "", "```", finetune_command(original), "```", "",
         "## Use", "", f"`{standard_class(loaded)}.from_pretrained(this folder)` loads the fine-tuned model with its tokenizer.",
     ]
+    if new_parts:
+        lines += [f"The task's new parts ({', '.join(new_parts)}) are in {TASK_PARTS}.safetensors, described by "
+                  f"{TASK_PARTS}.json; `telly.load_run(RUN)` gives the whole task model."]
     if config.task == "code-search":
         lines += ["`SentenceTransformer(this folder).encode(texts)` gives the vectors telly ranked with "
                   f"({metrics.pooling} pooling, L2-normalised)."]

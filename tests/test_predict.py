@@ -57,6 +57,8 @@ def test_code_search_writes_each_querys_ranked_candidates(tiny_bert_dir, email_c
     assert sum(1 / rank for rank in ranks) / len(ranks) == pytest.approx(expected["mrr"], abs=1e-12)
     assert sum(rank <= 5 for rank in ranks) / len(ranks) == pytest.approx(expected["r@5"], abs=1e-12)
     assert telly_metrics_of_the_file(run, out) == expected
+    answers = [json.loads(line) for line in (tmp_path / "predictions.txt.gold").read_text().splitlines()]
+    assert answers == [{"url": index, "idx": index} for index in range(16)]  # the evaluator's answers file
 
 
 def test_clone_detection_writes_labelled_pairs_at_the_valid_threshold(tiny_bert_dir, tmp_path):
@@ -78,8 +80,15 @@ def test_summaries_and_generated_code_score_as_the_run_did(task, tiny_bert_dir, 
     run, out, expected = finetune_and_predict(task, tiny_bert_dir, tmp_path / "data", tmp_path)
     lines = out.read_text().splitlines()
     assert len(lines) == 16
-    if task == "code-summarization":  # code-to-text's `idx<TAB>summary`
+    if task == "code-summarization":  # code-to-text's `idx<TAB>summary`, and its gold file
         assert [line.split("\t")[0] for line in lines] == [str(index) for index in range(16)]
+        records = [json.loads(line) for line in (tmp_path / "data" / "test.jsonl").read_text().splitlines()[:16]]
+        gold = (tmp_path / "predictions.txt.gold").read_text().splitlines()
+        assert [line.split("\t", 1)[1].split() for line in gold] == [
+            record["docstring_tokens"][: record["docstring_tokens"].index(".") + 1] if "." in record["docstring_tokens"]
+            else record["docstring_tokens"] for record in records]
+    else:
+        assert not (tmp_path / "predictions.txt.gold").exists()  # CONCODE's evaluator reads test.json
     assert telly_metrics_of_the_file(run, out) == expected
 
 

@@ -175,7 +175,8 @@ def build_parser() -> Parser:
     predict.add_argument("run", type=Path, help="a finished run folder")
     predict.add_argument("--data", type=Path, help="data folder in the task's format (default: the run's)")
     predict.add_argument("--split", default="test", choices=["train", "valid", "test"], help="(default: test)")
-    predict.add_argument("--out", type=Path, required=True, help="the prediction file to write")
+    predict.add_argument("--out", type=Path, required=True, help="the prediction file to write (and OUT.gold, the "
+                         "answers, for code search and summarization)")
     add_device_options(predict)
     predict.set_defaults(handler=run_predict)
 

@@ -9,6 +9,9 @@ evaluators read, one line per example (per query for code search), in the split'
 - code-summarization: `idx<TAB>summary` (code-to-text; idx = the example's line number);
 - code-generation (CONCODE) and code-completion (line level): the prediction alone.
 
+Code search and summarization also get the answers their evaluators read, FILE.gold (`{"url", "idx"}`
+per query; `idx<TAB>reference`); the other evaluators read the data set's own test files.
+
 Texts are written on one line: a summary's or generated code's whitespace runs become one space,
 which their metrics do not see. The metrics telly reports are computed from the file as written.
 """
@@ -46,6 +49,10 @@ class PredictionFile(ABC):
     def parse(self, lines: list[str], keys: list) -> Sequence:
         """The predictions, in the form `Task.predict` gives them, of the lines `lines` wrote."""
 
+    def gold_lines(self, examples: Sequence, keys: list) -> list[str] | None:
+        """The evaluator's answers file (FILE.gold) where the data set holds none in its format."""
+        return None
+
 
 class RankedCandidates(PredictionFile):
     def keys(self, data, split, count):
@@ -65,6 +72,10 @@ class RankedCandidates(PredictionFile):
         position = {candidate: index for index, (_, candidate) in enumerate(keys)}
         return [[position[candidate] for candidate in json.loads(line)["answers"]] for line in lines]
 
+    def gold_lines(self, examples, keys):
+        """`{"url", "idx"}` per query: its own code's id."""
+        return [json.dumps({"url": url, "idx": candidate}) for url, candidate in keys]
+
 
 class ClonePairLabels(PredictionFile):
     def keys(self, data, split, count):
@@ -83,6 +94,10 @@ class IndexedTexts(PredictionFile):
 
     def parse(self, lines, keys):
         return [line.partition("\t")[2] for line in lines]
+
+    def gold_lines(self, examples, keys):
+        """`idx<TAB>reference summary`, as code-to-text's gold file."""
+        return self.lines([example.target for example in examples], keys)
 
 
 class Texts(PredictionFile):
@@ -120,8 +135,15 @@ def predict_to_file(run: Path, data: Path | None, split: str, out: Path, runtime
         predictions = task.predict(loaded.model, examples, split, valid_metrics)
     file = PREDICTION_FILES[task.name]
     keys = file.keys(data, split, len(examples))
+    gold = file.gold_lines(examples, keys)
+    if gold is not None:
+        atomic_write_text(gold_path(out), "".join(line + "\n" for line in gold))
     atomic_write_text(out, "".join(line + "\n" for line in file.lines(predictions, keys)))
     return score_file(task, out, examples, keys)
+
+
+def gold_path(out: Path) -> Path:
+    return out.with_name(out.name + ".gold")
 
 
 def score_file(task: Task, path: Path, examples: Sequence, keys: list) -> dict[str, float]:

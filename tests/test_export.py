@@ -165,3 +165,25 @@ def test_a_completion_run_exports_a_causal_lm(byte_level_tokenizer, tmp_path):
         assert torch.allclose(exported(ids).logits, tuned(ids).logits, atol=1e-5)
     assert not (out / "task_parts.safetensors").exists()
     assert ModelCard.load(out / "README.md").data.pipeline_tag == "text-generation"
+
+
+def test_a_decoder_search_run_exports_last_token_pooling(byte_level_tokenizer, email_corpus, tmp_path):
+    from sentence_transformers import SentenceTransformer
+    from transformers import LlamaConfig, LlamaModel
+
+    torch.manual_seed(0)
+    end = byte_level_tokenizer.eos_token_id
+    LlamaModel(LlamaConfig(vocab_size=len(byte_level_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, bos_token_id=end,
+                           eos_token_id=end, pad_token_id=end)).save_pretrained(tmp_path / "llama")
+    byte_level_tokenizer.save_pretrained(tmp_path / "llama")
+    run = finetune(tmp_path / "search", "code-search", tmp_path / "llama", email_corpus, "--freeze", "0")
+    assert json.loads((run / "metrics.json").read_text())["pooling"] == "last"
+    out = export(run, tmp_path / "export")
+    loaded = telly.load_run(run)
+    code = [example.code for example in loaded.task.read_split(email_corpus, "test")[:12]]
+    with torch.no_grad():
+        expected = loaded.task.embed(loaded.model, code, loaded.config.max_code_len, "test code")
+    vectors = SentenceTransformer(str(out), device="cpu").encode(code, convert_to_tensor=True)
+    assert torch.allclose(vectors, expected, atol=1e-5)
+    assert json.loads((out / "1_Pooling" / "config.json").read_text())["pooling_mode_lasttoken"]

@@ -308,6 +308,39 @@ CASES = {
         lambda m, d, o: ["data", "build", str(EMAIL), "--out", str(o), "--max-file-mb", "nan"],
         r"--max-file-mb must be a finite number",
     ),
+    "export a folder that is not a run": (lambda m, d, o: ["export", str(d), "--out", str(o)],
+                                          r"is not a finished run \(no config\.json\)"),
+    "export into a folder that is not empty": (
+        lambda m, d, o: ["export", str(finished_run(m, d)), "--out", str(d)],
+        r"export folder .*data is not empty; choose a new or empty --out",
+    ),
+    "export the adapters of a run without LoRA": (
+        lambda m, d, o: ["export", str(finished_run(m, d)), "--out", str(o), "--adapter"],
+        r"--adapter exports LoRA adapters; .*finished was trained with --method telly",
+    ),
+    "predict into a folder": (lambda m, d, o: ["predict", str(finished_run(m, d)), "--out", str(d)],
+                              r"--out .*data is a folder; name the prediction file to write"),
+    "predict a split the data lacks": (
+        lambda m, d, o: removed(d / "valid.jsonl", ["predict", str(finished_run(m, d)), "--split", "valid",
+                                                     "--out", str(o.parent / "valid.txt")]),
+        r"no valid data in .*data",
+    ),
+    "search with an empty query": (lambda m, d, o: ["search", str(finished_run(m, d)), "  ", "--sources", str(EMAIL)],
+                                   r"the query is empty; say in words what the function does"),
+    "search for no matches": (
+        lambda m, d, o: ["search", str(finished_run(m, d)), "parse a header", "--sources", str(EMAIL), "--top", "0"],
+        r"--top must be at least 1, got 0",
+    ),
+    "complete a file without a line": (lambda m, d, o: ["complete", str(d), str(EMAIL / "utils.py")],
+                                       r"expected FILE:LINE, got '.*utils\.py'"),
+    "complete with a code-search run": (
+        lambda m, d, o: ["complete", str(finished_run(m, d)), f"{EMAIL / 'utils.py'}:10"],
+        r"telly complete needs a code-completion run; .*finished fine-tuned for code-search",
+    ),
+    "summarize a function the file lacks": (
+        lambda m, d, o: ["summarize", str(finished_run(m, d)), f"{EMAIL / 'utils.py'}:no_such_function"],
+        r"no function named 'no_such_function' in .*utils\.py \(its functions: .*formataddr",
+    ),
 }
 
 BUILT_FOLDERS = {"clone-detection": "bcb", "code-generation": "concode", "code-completion": "lines"}
@@ -339,6 +372,12 @@ def save_tiny_bert(folder, tokenizer_source, vocab_size):
                          intermediate_size=16)).save_pretrained(folder)
     AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(folder)
     return folder
+
+
+def removed(path, argv):
+    """`argv`, once `path` (which making `argv` needed) is deleted."""
+    path.unlink()
+    return argv
 
 
 def finished_run(model, data):

@@ -17,6 +17,9 @@ from telly.metrics import (
     map_at_r,
     precision_recall_f1,
     random_ranking_map_at_r,
+    rank_metrics,
+    ranked_candidates,
+    ranks_in,
     retrieval_metrics,
     smoothed_bleu4,
 )
@@ -53,6 +56,25 @@ def test_ties_count_against_the_gold_candidate():
     scores = np.zeros((4, 4))
     assert gold_ranks(scores).tolist() == [4, 4, 4, 4]
     assert retrieval_metrics(scores)["mrr"] == pytest.approx(0.25)
+
+
+def test_a_written_ranking_puts_the_gold_candidate_at_its_rank():
+    scores = np.array([
+        [0.9, 0.1, 0.2, 0.5],  # gold best: [0, 3, 2, 1]
+        [0.8, 0.5, 0.7, 0.5],  # a tie with col 3 counts against the gold (col 1): [0, 2, 3, 1]
+        [0.6, NAN, 0.3, 0.1],  # a NaN rival ranks ahead: [1, 0, 2, 3]
+    ])
+    rankings = ranked_candidates(scores)
+    assert rankings.tolist() == [[0, 3, 2, 1], [0, 2, 3, 1], [1, 0, 2, 3]]
+    assert ranks_in(rankings, [0, 1, 2]).tolist() == gold_ranks(scores).tolist() == [1, 4, 3]
+    assert rank_metrics(ranks_in(rankings, [0, 1, 2])) == retrieval_metrics(scores)
+
+
+def test_ranking_metrics_equal_the_score_metrics_on_random_and_tied_scores():
+    generator = np.random.default_rng(0)
+    scores = generator.integers(0, 4, size=(30, 30)).astype(float)  # many ties
+    assert rank_metrics(ranks_in(ranked_candidates(scores), range(30))) == retrieval_metrics(scores)
+    assert ranks_in([[2, 1]], [0]).tolist() == [np.inf] and rank_metrics(np.array([np.inf]))["mrr"] == 0.0
 
 
 # --- MAP@R (CodeXGLUE POJ-104) ------------------------------------------------------------------

@@ -31,6 +31,8 @@ _PUBLIC = {
     "RunMetrics": "telly.run_folder",
     "resolve_runtime": "telly.runtime",
     "UserError": "telly.errors",
+    "load_run": "telly.use.export",
+    "export_run": "telly.use.export",
 }
 
 __all__ = sorted(_PUBLIC)

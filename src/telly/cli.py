@@ -162,6 +162,50 @@ def build_parser() -> Parser:
     report.add_argument("--out", type=Path, help="write report.md/.html/.json and plots here (default: the sweep folder "
                         "when given one; else print the table only)")
     report.set_defaults(handler=run_report)
+
+    export = commands.add_parser("export", help="a finished run as a Hugging Face model folder (and sentence-transformers, "
+                                 "PEFT adapter, model card)")
+    export.add_argument("run", type=Path, help="a finished run folder")
+    export.add_argument("--out", type=Path, required=True, help="folder to write (new or empty)")
+    export.add_argument("--adapter", action="store_true", help="a LoRA run: also write its adapters as a PEFT folder "
+                        "(OUT/adapter); the model folder holds them merged either way")
+    export.set_defaults(handler=run_export)
+
+    predict = commands.add_parser("predict", help="a finished run's predictions in the files CodeXGLUE's evaluators read")
+    predict.add_argument("run", type=Path, help="a finished run folder")
+    predict.add_argument("--data", type=Path, help="data folder in the task's format (default: the run's)")
+    predict.add_argument("--split", default="test", choices=["train", "valid", "test"], help="(default: test)")
+    predict.add_argument("--out", type=Path, required=True, help="the prediction file to write (and OUT.gold, the "
+                         "answers, for code search and summarization)")
+    add_device_options(predict)
+    predict.set_defaults(handler=run_predict)
+
+    search = commands.add_parser("search", help="the functions of a source tree that best match a query, by a "
+                                 "code-search run's encoder (indexed once, kept up to date)")
+    search.add_argument("run", type=Path, help="a finished code-search run folder")
+    search.add_argument("query", help="what the function does, in words")
+    search.add_argument("--sources", type=Path, nargs="+", help="source folders, files or .zip archives to search "
+                        "(default: the language's standard sources)")
+    add_source_options(search)
+    search.add_argument("--top", type=int, default=10, help="how many matches to print (default: 10)")
+    search.add_argument("--json", action="store_true", help="print the matches as JSON")
+    search.add_argument("--index", type=Path, help="the index folder (default: one per run, sources and language "
+                        "under ~/.cache/telly/search)")
+    add_device_options(search)
+    search.set_defaults(handler=run_search)
+
+    complete = commands.add_parser("complete", help="a code-completion run's prediction of a line of a source file")
+    complete.add_argument("run", type=Path, help="a finished code-completion run folder")
+    complete.add_argument("place", metavar="FILE:LINE", help="the line to predict from the lines above it (1-based)")
+    add_device_options(complete)
+    complete.set_defaults(handler=run_complete)
+
+    summarize = commands.add_parser("summarize", help="a code-summarization run's summary of a function of a source file")
+    summarize.add_argument("run", type=Path, help="a finished code-summarization run folder")
+    summarize.add_argument("place", metavar="FILE:FUNCTION", help="the function, by name or as Class.method")
+    summarize.add_argument("--language", choices=list(LANGUAGES), help="the file's language (default: told by its name)")
+    add_device_options(summarize)
+    summarize.set_defaults(handler=run_summarize)
     return parser
 
 
@@ -391,6 +435,85 @@ def run_report(args: argparse.Namespace) -> None:
     with output_folder(out):
         print(write_report(runs, out, f"{runs[0].metrics.task}: {', '.join(run.name for run in runs)}"), end="")
     print(f"wrote {out}/report.md, .html, .json and plots")
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from telly.run_folder import read_config
+    from telly.use.export import export_run
+
+    read_config(args.run)  # a finished run, checked before anything is written
+    if args.out.is_dir() and any(args.out.iterdir()):
+        raise UserError(f"export folder {args.out} is not empty; choose a new or empty --out")
+    with output_folder(args.out) as out:
+        written = export_run(args.run, out, adapter=args.adapter)
+    print("\n".join(f"wrote {out}/{line}" for line in written))
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    from telly.run_folder import read_config
+    from telly.runtime import resolve_runtime
+    from telly.use.predict import predict_to_file
+
+    read_config(args.run)
+    if args.out.is_dir():
+        raise UserError(f"--out {args.out} is a folder; name the prediction file to write")
+    if not args.out.parent.is_dir():
+        raise UserError(f"no such folder for --out: {args.out.parent}")
+    metrics = predict_to_file(args.run, args.data, args.split, args.out, resolve_runtime(args.device, args.mixed_precision))
+    print(f"wrote {args.out}; {args.split} metrics from it: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
+
+
+def run_search(args: argparse.Namespace) -> None:
+    import json
+
+    from telly.run_folder import read_config
+    from telly.runtime import resolve_runtime
+    from telly.use.search import search
+
+    read_config(args.run)
+    if not args.query.strip():
+        raise UserError("the query is empty; say in words what the function does")
+    if args.top < 1:
+        raise UserError(f"--top must be at least 1, got {args.top}")
+    sources, language = sources_and_language(args.sources, args.language)
+    matches, update = search(args.run, args.query, sources, language, top=args.top, max_file_mb=args.max_file_mb,
+                             index_folder=args.index, runtime=resolve_runtime(args.device, args.mixed_precision))
+    print(f"{update.functions:,} functions in {update.files:,} files ({update.encoded:,} encoded now, the rest from "
+          f"the index in {update.folder})", file=sys.stderr)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(match) for match in matches], indent=2))
+    else:
+        print("\n".join(f"{match.score:.4f}  {match.file}:{match.line}  {match.function}" for match in matches))
+
+
+def file_and_place(text: str, what: str) -> tuple[Path, str]:
+    """FILE:LINE or FILE:FUNCTION split at the last colon."""
+    file, _, place = text.rpartition(":")
+    if not file or not place:
+        raise UserError(f"expected FILE:{what}, got {text!r}")
+    return Path(file), place
+
+
+def run_complete(args: argparse.Namespace) -> None:
+    from telly.run_folder import read_config
+    from telly.runtime import resolve_runtime
+    from telly.use.assist import complete_line
+
+    file, line = file_and_place(args.place, "LINE")
+    if not line.isdigit():
+        raise UserError(f"expected FILE:LINE with a line number, got {args.place!r}")
+    read_config(args.run)
+    print(complete_line(args.run, file, int(line), resolve_runtime(args.device, args.mixed_precision)))
+
+
+def run_summarize(args: argparse.Namespace) -> None:
+    from telly.run_folder import read_config
+    from telly.runtime import resolve_runtime
+    from telly.use.assist import summarize_function
+
+    file, function = file_and_place(args.place, "FUNCTION")
+    read_config(args.run)
+    print(summarize_function(args.run, file, function, args.language, resolve_runtime(args.device, args.mixed_precision)))
 
 
 def main(argv: list[str] | None = None) -> int:

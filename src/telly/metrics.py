@@ -1,6 +1,7 @@
 """Task metrics, as REFERENCE.md defines them. Plain functions over arrays and lists.
 
-- code search: MRR and recall@1/5/10 (`retrieval_metrics`);
+- code search: MRR and recall@1/5/10 (`retrieval_metrics`; of a written ranking: `ranked_candidates`,
+  `ranks_in`, `rank_metrics`);
 - retrieval of programs that do the same thing (POJ-104, the semantic probe): MAP@R (`map_at_r`,
   and `random_ranking_map_at_r` for a ranking that knows nothing);
 - code summarization: CodeXGLUE's smoothed sentence BLEU-4 (`smoothed_bleu4`);
@@ -55,9 +56,35 @@ def gold_ranks(scores: np.ndarray, gold: np.ndarray | None = None) -> np.ndarray
     return ahead.sum(axis=1)
 
 
+def ranked_candidates(scores: np.ndarray, gold: np.ndarray | None = None) -> np.ndarray:
+    """Each query's candidates (column indices of `scores`), best first, with ties and scores that
+    are not finite ahead of the gold candidate as `gold_ranks` counts them: the gold candidate's
+    place in its row is its rank."""
+    scores = np.asarray(scores, dtype=np.float64)
+    rows = np.arange(scores.shape[0])
+    gold = rows if gold is None else np.asarray(gold)
+    gold_scores = scores[rows, gold]
+    ahead = (scores >= gold_scores[:, None]) | ~np.isfinite(scores) | ~np.isfinite(gold_scores)[:, None]
+    group = np.where(ahead, 0, 2)  # those ahead, the gold candidate, the rest
+    group[rows, gold] = 1
+    best_first = np.where(np.isfinite(scores), -scores, -np.inf)
+    return np.lexsort((best_first, group), axis=-1)
+
+
+def ranks_in(rankings: Sequence[Sequence[int]], gold: Sequence[int]) -> np.ndarray:
+    """1-based place of each query's gold candidate in its ranking; infinite where it is missing
+    (scored 0 then, as CodeXGLUE's search evaluator scores it)."""
+    return np.array([list(ranking).index(answer) + 1 if answer in ranking else np.inf
+                     for ranking, answer in zip(rankings, gold)], dtype=np.float64)
+
+
 def retrieval_metrics(scores: np.ndarray, gold: np.ndarray | None = None) -> dict[str, float]:
     """MRR and recall@1/5/10 of ranking every candidate for every query."""
-    ranks = gold_ranks(scores, gold)
+    return rank_metrics(gold_ranks(scores, gold))
+
+
+def rank_metrics(ranks: np.ndarray) -> dict[str, float]:
+    """MRR and recall@1/5/10 of the gold candidates' ranks (1 = first)."""
     metrics = {"mrr": float(np.mean(1.0 / ranks))}
     for k in RECALL_CUTOFFS:
         metrics[f"r@{k}"] = float(np.mean(ranks <= k))
@@ -327,6 +354,12 @@ def classification_metrics(
     """Precision, recall and F1 (0..1) of predicting a clone when score >= threshold, and the
     threshold itself (tune it on validation data with `best_threshold`)."""
     labels = _binary(labels, "labels")
+    return {**precision_recall_f1(labels, clone_decisions(labels, scores, threshold)), "threshold": float(threshold)}
+
+
+def clone_decisions(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray,
+                    threshold: float) -> np.ndarray:
+    """1 (a clone) where score >= threshold; a pair without a finite score is decided wrongly."""
+    labels = _binary(labels, "labels")
     scores = _scores(scores, labels.size)
-    predictions = np.where(np.isfinite(scores), scores >= threshold, ~labels)
-    return {**precision_recall_f1(labels, predictions), "threshold": float(threshold)}
+    return np.where(np.isfinite(scores), scores >= threshold, ~labels)

@@ -11,6 +11,7 @@ own standard library), so the corpora can be built offline.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import random
 import stat
@@ -116,7 +117,7 @@ def language_named(name: str) -> Language:
 def detect_language(sources: list[Path]) -> str | None:
     """The one language whose files the sources hold (by file name ending); None if none's."""
     every_suffix = tuple(suffix for language in LANGUAGES.values() for suffix in language.suffixes)
-    paths = [file.path for file in _source_files(sources, every_suffix)]  # one walk for all languages
+    paths = [file.path for file in source_files(sources, every_suffix)]  # one walk for all languages
     found = [name for name, language in LANGUAGES.items() if any(path.endswith(language.suffixes) for path in paths)]
     if len(found) > 1:
         where = ", ".join(map(str, sources))
@@ -204,7 +205,7 @@ def read_split_corpus(
     if not max_file_mb > 0:
         raise UserError(f"--max-file-mb must be > 0, got {max_file_mb}")
     plugin = language_named(language)
-    files = _source_files([Path(source) for source in sources], plugin.suffixes, max_file_mb)
+    files = source_files([Path(source) for source in sources], plugin.suffixes, max_file_mb)
     extract = functools.partial(
         plugin.extract_functions, require_docstring=require_docstring, min_statements=min_statements
     )
@@ -242,14 +243,22 @@ def read_split_corpus(
 
 
 @dataclass(frozen=True)
-class _SourceFile:
+class SourceFile:
     repo: str  # the name of the source folder or archive
     path: str  # relative to it, with "/" separators
     read_bytes: Callable[[], bytes]
+    location: str  # where a person finds it: the file's path, or the archive's path + "/" + the member's name
+
+    def digest(self) -> str | None:
+        """sha256 of the file's bytes; None for a file that is not read (as `read_functions` skips it)."""
+        try:
+            return hashlib.sha256(self.read_bytes()).hexdigest()
+        except (_Skipped, OSError, zipfile.BadZipFile):
+            return None
 
 
 def _read_unique_functions(
-    files: list[_SourceFile], extract: Callable[[str, str], list[CodeFunction]], language_name: str
+    files: list[SourceFile], extract: Callable[[str, str], list[CodeFunction]], language_name: str
 ) -> tuple[list[tuple[str, list[CodeFunction]]], dict[str, int], int]:
     """Read every file; return `[(repo, functions)]` per file that gave any, skips, duplicates.
 
@@ -262,7 +271,7 @@ def _read_unique_functions(
     functions_by_file = []
     progress = tqdm(files, desc=f"reading {language_name} files", unit="file", disable=None, file=sys.stderr)
     for source_file in progress:
-        functions, skip_reason = _read_functions(source_file, extract)
+        functions, skip_reason = read_functions(source_file, extract)
         if skip_reason:
             skipped[skip_reason] += 1
             continue
@@ -278,9 +287,9 @@ def _read_unique_functions(
     return functions_by_file, dict(skipped), duplicates
 
 
-def _source_files(
+def source_files(
     sources: list[Path], suffixes: tuple[str, ...], max_file_mb: float = MAX_FILE_MB
-) -> list[_SourceFile]:
+) -> list[SourceFile]:
     """Every source file with one of `suffixes` to read (at most `max_file_mb` each), in a deterministic order."""
     files = []
     for source in sources:
@@ -289,12 +298,12 @@ def _source_files(
             files.extend(_files_in_archive(source, suffixes, max_file_mb))
         elif source.is_dir():
             files.extend(
-                _SourceFile(source.name, path.relative_to(source).as_posix(), functools.partial(read, path))
+                SourceFile(source.name, path.relative_to(source).as_posix(), functools.partial(read, path), str(path))
                 for path in _files_under(source, suffixes)
             )
         elif source.exists():  # a file, or something else given by name: read it if it is a regular file
             if source.name.endswith(suffixes):
-                files.append(_SourceFile(source.parent.name, source.name, functools.partial(read, source)))
+                files.append(SourceFile(source.parent.name, source.name, functools.partial(read, source), str(source)))
         else:
             raise UserError(f"no such file or directory: {source}")
     return files
@@ -321,7 +330,7 @@ def _files_under(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
     return sorted(found, key=lambda path: path.relative_to(root).as_posix())
 
 
-def _files_in_archive(archive_path: Path, suffixes: tuple[str, ...], max_file_mb: float) -> list[_SourceFile]:
+def _files_in_archive(archive_path: Path, suffixes: tuple[str, ...], max_file_mb: float) -> list[SourceFile]:
     """The archive's members with one of `suffixes`, outside skipped directories, by name."""
     try:
         archive = zipfile.ZipFile(archive_path)
@@ -333,7 +342,8 @@ def _files_in_archive(archive_path: Path, suffixes: tuple[str, ...], max_file_mb
         key=lambda member: member.filename,
     )
     return [
-        _SourceFile(archive_path.stem, member.filename, functools.partial(_read_member, archive, member, max_file_mb))
+        SourceFile(archive_path.stem, member.filename, functools.partial(_read_member, archive, member, max_file_mb),
+                   f"{archive_path}/{member.filename}")
         for member in members
     ]
 
@@ -366,8 +376,8 @@ def _at_most(stream, max_file_mb: float) -> bytes:
     return data
 
 
-def _read_functions(
-    source_file: _SourceFile, extract: Callable[[str, str], list[CodeFunction]]
+def read_functions(
+    source_file: SourceFile, extract: Callable[[str, str], list[CodeFunction]]
 ) -> tuple[list[CodeFunction], str | None]:
     """The functions `extract` finds in the file, or the reason the file was skipped."""
     try:

@@ -43,6 +43,7 @@ class CodeFunction:
     summary: str  # the doc's first paragraph (Python, Ruby) or sentence (Javadoc), one line
     code_tokens: tuple[str, ...]
     docstring_tokens: tuple[str, ...]  # of `summary`
+    line: int = 0  # where the definition starts in its file (1-based, decorators included); 0: unknown
 
     @property
     def name(self) -> str:

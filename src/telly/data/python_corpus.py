@@ -117,6 +117,7 @@ def _function_from_node(
         summary=first_paragraph,
         code_tokens=tuple(python_tokens(code)),
         docstring_tokens=summary_tokens(first_paragraph),
+        line=first_line,
     )
 
 

@@ -35,7 +35,7 @@ from telly.runtime import CPU, Runtime
 from telly.tasks.encoders import mean_pool
 
 if TYPE_CHECKING:
-    from telly.tasks.base import Task
+    from telly.tasks.base import Task, TaskModel
 
 
 @dataclass
@@ -63,9 +63,11 @@ def control_model(model: str, seed: int, trust_remote_code: bool = False, runtim
 class RunModels:
     """A finished run's fine-tuned model, the task it was trained on, and its pre-trained model on request."""
 
-    finetuned: StudyModel
+    finetuned: StudyModel  # the part that reads the input
     config: FinetuneConfig
     task: "Task"
+    model: "TaskModel"  # the whole task model (head, new decoder, LoRA adapters), in eval mode
+    pretrained_part: nn.Module  # the fine-tuned pre-trained model inside `model`, as the run loaded it
 
     def pretrained(self) -> StudyModel:
         """The model the run started from, loaded the same way (loaded only when asked for)."""
@@ -92,7 +94,7 @@ def run_models(run: Path, model: str | None = None, runtime: Runtime = CPU) -> R
     except (SafetensorError, RuntimeError, OSError) as error:
         raise UserError(f"cannot load {Path(run) / BEST_CHECKPOINT}: {str(error).splitlines()[0]}") from None
     tuned = StudyModel(_input_reader(pretrained).eval(), task.tokenizer, f"fine-tuned ({Path(run).name})", runtime)
-    return RunModels(tuned, config, task)
+    return RunModels(tuned, config, task, trained.eval(), pretrained)
 
 
 def _input_reader(model: nn.Module) -> nn.Module:

@@ -92,16 +92,23 @@ class Task(ABC):
         """The training loss of one batch."""
 
     @abstractmethod
-    def evaluate(
-        self, model: TaskModel, examples: Sequence, description: str, valid_metrics: dict | None = None
-    ) -> dict[str, float]:
-        """Metrics of `model` on `examples` (the caller puts the model in eval mode, no grad).
-
-        The model runs on batches through `self.runtime.infer`.
+    def predict(self, model: TaskModel, examples: Sequence, description: str, valid_metrics: dict | None = None) -> Sequence:
+        """What `model` predicts for `examples`, one item per example, as the task's official evaluator
+        reads it: a ranking of candidates, a clone decision, a text (the caller puts the model in eval
+        mode, no grad). The model runs on batches through `self.runtime.infer`.
 
         `valid_metrics` are the metrics of the same model on the validation split, for tasks that
-        choose something there (clone detection's threshold); None when evaluating valid itself.
+        choose something there (clone detection's threshold); None when predicting valid itself.
         """
+
+    @abstractmethod
+    def score(self, predictions: Sequence, examples: Sequence) -> dict[str, float]:
+        """The task's metrics of `predictions` (as `predict` makes them) for `examples`."""
+
+    def evaluate(self, model: TaskModel, examples: Sequence, description: str,
+                 valid_metrics: dict | None = None) -> dict[str, float]:
+        """Metrics of `model` on `examples`: its predictions, scored."""
+        return self.score(self.predict(model, examples, description, valid_metrics), examples)
 
     @abstractmethod
     def encoder_inputs(self, examples: Sequence) -> tuple[list[str], int]:

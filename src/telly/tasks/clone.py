@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from telly.data.formats import read_bigclonebench
-from telly.metrics import best_threshold, classification_metrics
+from telly.metrics import best_threshold, clone_decisions, precision_recall_f1
 from telly.tasks.base import Task, TaskModel
 from telly.tasks.encoders import embed_all, encode_pooled
 
@@ -84,6 +84,25 @@ class CloneDetectionTask(Task):
         return F.cross_entropy(model.classify(first, second), batch["labels"])
 
     def evaluate(self, model: PairClassifier, examples: Sequence[ClonePair], description: str, valid_metrics=None) -> dict:
+        scores = self.clone_probabilities(model, examples, description)
+        threshold = self.threshold(scores, examples, valid_metrics)
+        return {**self.score(clone_decisions(labels_of(examples), scores, threshold), examples), "threshold": threshold}
+
+    def predict(self, model: PairClassifier, examples: Sequence[ClonePair], description: str,
+                valid_metrics=None) -> np.ndarray:
+        """1 (a clone) or 0 per pair, at the threshold chosen on valid."""
+        scores = self.clone_probabilities(model, examples, description)
+        return clone_decisions(labels_of(examples), scores, self.threshold(scores, examples, valid_metrics))
+
+    def score(self, predictions: Sequence[int], examples: Sequence[ClonePair]) -> dict[str, float]:
+        return precision_recall_f1(labels_of(examples), predictions)
+
+    @staticmethod
+    def threshold(scores: np.ndarray, examples: Sequence[ClonePair], valid_metrics: dict | None) -> float:
+        """The valid split's threshold; on the valid split itself, the one that maximises F1 there."""
+        return valid_metrics["threshold"] if valid_metrics else best_threshold(labels_of(examples), scores)
+
+    def clone_probabilities(self, model: PairClassifier, examples: Sequence[ClonePair], description: str) -> np.ndarray:
         # Each distinct function is embedded once, however many pairs it is in.
         functions = sorted({code for e in examples for code in (e.first, e.second)})
         position = {code: i for i, code in enumerate(functions)}
@@ -95,7 +114,8 @@ class CloneDetectionTask(Task):
                  "second": vectors[[position[e.second] for e in examples]]}
         [scores] = self.runtime.infer(lambda batch: model.classify(batch["first"], batch["second"]).softmax(-1)[:, 1],
                                       [pairs], f"{description} pairs")
-        scores = scores.float().numpy()
-        labels = np.array([e.label for e in examples])
-        threshold = valid_metrics["threshold"] if valid_metrics else best_threshold(labels, scores)
-        return classification_metrics(labels, scores, threshold)
+        return scores.float().numpy()
+
+
+def labels_of(examples: Sequence[ClonePair]) -> np.ndarray:
+    return np.array([e.label for e in examples])

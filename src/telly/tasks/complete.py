@@ -108,10 +108,11 @@ class CodeCompletionTask(Task):
     def loss(self, model: CausalLanguageModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model.loss(batch)
 
-    def evaluate(self, model, examples: Sequence[CompletionExample], description: str, valid_metrics=None) -> dict:
+    def predict(self, model, examples: Sequence[CompletionExample], description: str, valid_metrics=None) -> list[str]:
         prompts = [left_padded(self._context_ids([e.context for e in batch])) for batch in self.eval_batches(examples)]
-        predictions = [line for batch in self.runtime.infer(partial(self.complete, model), prompts, description)
-                       for line in batch]
+        return [line for batch in self.runtime.infer(partial(self.complete, model), prompts, description) for line in batch]
+
+    def score(self, predictions: Sequence[str], examples: Sequence[CompletionExample]) -> dict[str, float]:
         references = [self.round_trip(e.line) for e in examples]
         return {"exact_match": exact_match(predictions, references), "edit_similarity": edit_similarity(predictions, references)}
 

@@ -22,5 +22,5 @@ class CodeGenerationTask(Seq2SeqTask):
     def read_split(self, data_dir: Path, split: str) -> list[Seq2SeqExample]:
         return [Seq2SeqExample(source=r["nl"], target=r["code"]) for r in read_concode(data_dir, split)]
 
-    def score(self, predictions: list[str], references: list[str]) -> dict[str, float]:
+    def text_metrics(self, predictions: list[str], references: list[str]) -> dict[str, float]:
         return {"bleu": corpus_bleu4(predictions, references), "exact_match": exact_match(predictions, references)}

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from telly.data.formats import read_codesearchnet_split
-from telly.metrics import retrieval_metrics
+from telly.metrics import rank_metrics, ranked_candidates, ranks_in
 from telly.tasks.base import Task, TaskModel
 from telly.tasks.encoders import embed_all, encode_pooled
 
@@ -77,11 +78,17 @@ class CodeSearchTask(Task):
         logits = SIMILARITY_SCALE * queries @ code.T
         return F.cross_entropy(logits, torch.arange(len(queries), device=logits.device))
 
-    def evaluate(self, model, examples: Sequence[SearchExample], description: str, valid_metrics=None) -> dict:
-        queries = self._embed(model, [e.query for e in examples], self.config.max_nl_len, f"{description} queries")
-        code = self._embed(model, [e.code for e in examples], self.config.max_code_len, f"{description} code")
-        return retrieval_metrics((queries @ code.T).float().numpy())
+    def predict(self, model, examples: Sequence[SearchExample], description: str, valid_metrics=None) -> np.ndarray:
+        """For each query, every test candidate (its index), best first."""
+        queries = self.embed(model, [e.query for e in examples], self.config.max_nl_len, f"{description} queries")
+        code = self.embed(model, [e.code for e in examples], self.config.max_code_len, f"{description} code")
+        return ranked_candidates((queries @ code.T).float().numpy())
 
-    def _embed(self, model: SentenceEncoder, texts: list[str], max_length: int, description: str) -> torch.Tensor:
+    def score(self, predictions: Sequence[Sequence[int]], examples: Sequence[SearchExample]) -> dict[str, float]:
+        """Query i's answer is candidate i."""
+        return rank_metrics(ranks_in(predictions, range(len(examples))))
+
+    def embed(self, model: SentenceEncoder, texts: list[str], max_length: int, description: str) -> torch.Tensor:
+        """The vectors evaluation ranks with, one per text (on the CPU)."""
         batches = list(self.eval_batches(texts))
         return embed_all(self.runtime, model, lambda batch: self.tokenize(batch, max_length), batches, description)

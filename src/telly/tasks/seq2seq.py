@@ -221,7 +221,7 @@ class Seq2SeqTask(Task):
         return model
 
     @abstractmethod
-    def score(self, predictions: list[str], references: list[str]) -> dict[str, float]:
+    def text_metrics(self, predictions: list[str], references: list[str]) -> dict[str, float]:
         """The task's metrics of decoded predictions against references."""
 
     @property
@@ -254,11 +254,13 @@ class Seq2SeqTask(Task):
     def loss(self, model: TaskModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model.loss(batch)
 
-    def evaluate(self, model: TaskModel, examples: Sequence[Seq2SeqExample], description: str, valid_metrics=None) -> dict:
+    def predict(self, model: TaskModel, examples: Sequence[Seq2SeqExample], description: str,
+                valid_metrics=None) -> list[str]:
         inputs = [self._inputs([e.source for e in batch]) for batch in self.eval_batches(examples)]
-        predictions = [text for batch in self.runtime.infer(partial(self.decode, model), inputs, description)
-                       for text in batch]
-        return self.score(predictions, [self.round_trip(e.target) for e in examples])
+        return [text for batch in self.runtime.infer(partial(self.decode, model), inputs, description) for text in batch]
+
+    def score(self, predictions: Sequence[str], examples: Sequence[Seq2SeqExample]) -> dict[str, float]:
+        return self.text_metrics(list(predictions), [self.round_trip(e.target) for e in examples])
 
     def _inputs(self, sources: Sequence[str]) -> dict[str, torch.Tensor]:
         """What the model generates from: left-padded prompts for a decoder-only model, else the sources."""

@@ -31,5 +31,5 @@ class CodeSummarizationTask(Seq2SeqTask):
             for r in records
         ]
 
-    def score(self, predictions: list[str], references: list[str]) -> dict[str, float]:
+    def text_metrics(self, predictions: list[str], references: list[str]) -> dict[str, float]:
         return {"bleu": smoothed_bleu4(predictions, references)}

@@ -62,6 +62,7 @@ class FunctionReader:
                     summary=summary,
                     code_tokens=tuple(token.text.decode("utf-8") for token in self.trees.tokens(node)),
                     docstring_tokens=summary_tokens(summary),
+                    line=node.start_point.row + 1,
                 )
             )
         return functions

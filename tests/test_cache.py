@@ -469,7 +469,8 @@ def test_clone_detection_evaluates_from_the_cache_exactly(tokenizer, tmp_path):
 def test_summarization_with_a_new_decoder_evaluates_its_encoder_from_the_cache_exactly(tokenizer, email_corpus):
     task = summarization_task(tokenizer, max_nl_len=12, decoder_layers=2, beam_size=2)
     torch.manual_seed(1)  # the same new decoder in every model built from the encoder
-    assert_evaluation_from_the_cache_is_exact(task, tiny_encoder(tokenizer), 2, task.read_split(email_corpus, "test")[:16])
+    data = task.read_split(email_corpus, "test")[:16]
+    assert_evaluation_from_the_cache_is_exact(task, tiny_encoder(tokenizer), 2, data)
     assert task.evaluates_from_prefix_cache
 
 

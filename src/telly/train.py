@@ -202,8 +202,8 @@ def fill_cache(run: Training) -> None:
                         leave=False, disable=None)
     counts = run.cache.fill(run.model, lambda: [batch_loss(run, [run.train[i] for i in b]) for b in fill_batches])
     restore_rng(*rng_states)
-    log.info("activation cache: %d sequences computed, %d reused from %s, after %.1f s", counts.computed,
-             counts.reused, run.cache.spill_folder, run.clock.since_start())
+    log.info("activation cache: %d sequences computed, %d stored already (in %s or by an evaluation), after %.1f s",
+             counts.computed, counts.reused, run.cache.spill_folder, run.clock.since_start())
 
 
 def batch_loss(run: Training, examples: list) -> torch.Tensor:

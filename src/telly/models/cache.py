@@ -79,7 +79,7 @@ class _SkippedWhenStored(nn.Module):
 
 
 class FillCounts(NamedTuple):
-    reused: int  # distinct sequences whose states were stored already (spilled by an earlier run)
+    reused: int  # distinct sequences whose states were stored already (spilled by an earlier run, or evaluated)
     computed: int  # distinct sequences whose states this fill computed
 
 

@@ -2,7 +2,8 @@
 
 Each variant is set up by the training loop's own `set_up` (data, model frozen as configured, the
 cache) and scores the validation split `--repeats` times through `telly.train.evaluate`, as the
-loop does at each evaluation point. Full fine-tuning runs the whole model every time. With the
+loop does at each evaluation point; the variants take turns, so that a change in a shared
+machine's load falls on both. Full fine-tuning runs the whole model every time. With the
 cache, the first evaluation runs the frozen prefix and stores its output; the later ones replay
 it and run only the top L-K blocks. The ratio compares their mean with full's mean (the goal: at
 most 0.6x at K = L/2). Both variants hold the same pre-trained weights, so their scores agree.
@@ -55,21 +56,25 @@ def main() -> None:
         print(BUILDERS[args.task](language_named("python").default_sources(), data))
     layers = find_backbone(load_pretrained(args.model)[0]).num_layers
     k = layers // 2 if args.freeze is None else args.freeze
-    full, cached = (evaluation_seconds(args, data, work, freeze, cache) for freeze, cache in
-                    ((FULL_FINETUNING, False), (k, True)))
-    print(f"\n{args.task}, model {args.model} ({layers} layers), {full['examples']} valid examples, eval batch "
-          f"{args.eval_batch_size}, code length {args.max_code_len}, {full['device']}, mixed precision "
-          f"{args.mixed_precision}, {args.repeats} evaluations per variant\n")
+    full_name = f"full (K={FULL_FINETUNING})"
+    variants = {full_name: set_up_variant(args, data, work, FULL_FINETUNING, cache=False),
+                f"Telly-{k} + cache": set_up_variant(args, data, work, k, cache=True)}
+    seconds = evaluation_seconds(variants, args.repeats)
+    full = variants[full_name]
+    print(f"\n{args.task}, model {args.model} ({layers} layers), {len(full.valid)} valid examples, eval batch "
+          f"{args.eval_batch_size}, code length {args.max_code_len}, {full.runtime.device} "
+          f"({full.runtime.device_name}), mixed precision {args.mixed_precision}, {args.repeats} evaluations per "
+          f"variant, taking turns\n")
     print("| variant | 1st evaluation (s) | later evaluations (s, mean) | later vs full | selection metric |")
     print("|---|---|---|---|---|")
-    for name, result in ((f"full (K={FULL_FINETUNING})", full), (f"Telly-{k} + cache", cached)):
-        later = statistics.mean(result["seconds"][1:])
-        print(f"| {name} | {result['seconds'][0]:.1f} | {later:.1f} | "
-              f"{later / statistics.mean(full['seconds'][1:]):.2f}x | {result['score']:.4f} |")
+    full_later = statistics.mean(seconds[full_name][0][1:])
+    for name, (times, score) in seconds.items():
+        later = statistics.mean(times[1:])
+        print(f"| {name} | {times[0]:.1f} | {later:.1f} | {later / full_later:.2f}x | {score:.4f} |")
 
 
-def evaluation_seconds(args: argparse.Namespace, data: Path, work: Path, k: int, cache: bool) -> dict:
-    """The seconds of each of `args.repeats` evaluations of valid by the variant Telly-K (cached or not)."""
+def set_up_variant(args: argparse.Namespace, data: Path, work: Path, k: int, cache: bool):
+    """Telly-K (cached or not) set up by the training loop, ready to evaluate valid."""
     config = FinetuneConfig(
         task=args.task, data=str(data), out=str(work / f"k{k}"), model=args.model, freeze=k,
         max_train_examples=1, max_eval_examples=args.max_eval_examples, eval_batch_size=args.eval_batch_size,
@@ -77,16 +82,23 @@ def evaluation_seconds(args: argparse.Namespace, data: Path, work: Path, k: int,
         device=args.device, mixed_precision=args.mixed_precision,
     )
     processes = start_processes(config.device)
-    run = set_up(config, Path(config.out), processes, resolve_runtime(config.device, config.mixed_precision, processes))
-    seconds, scores = [], []
-    for repeat in range(args.repeats):
-        start = time.perf_counter()
-        scores.append(evaluate(run, run.valid, f"evaluation {repeat + 1}")[run.task.selection_metric])
-        seconds.append(time.perf_counter() - start)
-    if len(set(scores)) != 1:
-        raise SystemExit(f"Telly-{k}: the same weights scored {scores} in {args.repeats} evaluations")
-    return {"seconds": seconds, "score": scores[0], "examples": len(run.valid),
-            "device": f"{run.runtime.device} ({run.runtime.device_name})"}
+    return set_up(config, Path(config.out), processes, resolve_runtime(config.device, config.mixed_precision, processes))
+
+
+def evaluation_seconds(variants: dict, repeats: int) -> dict[str, tuple[list[float], float]]:
+    """Each variant's seconds per evaluation of valid, and its score. The variants take turns, so a
+    change in the machine's load falls on all of them alike."""
+    seconds = {name: [] for name in variants}
+    scores = {name: set() for name in variants}
+    for repeat in range(repeats):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            scores[name].add(evaluate(run, run.valid, f"{name}, evaluation {repeat + 1}")[run.task.selection_metric])
+            seconds[name].append(time.perf_counter() - start)
+    for name, scored in scores.items():
+        if len(scored) != 1:
+            raise SystemExit(f"{name}: the same weights scored {sorted(scored)} in {repeats} evaluations")
+    return {name: (seconds[name], scores[name].pop()) for name in variants}
 
 
 if __name__ == "__main__":

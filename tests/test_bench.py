@@ -30,3 +30,13 @@ def test_the_decoder_benchmark_starts():
     shown = subprocess.run([sys.executable, str(BENCH / "decoder_completion.py"), "--help"], capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     assert "--ks" in shown.stdout and "--max-eval-examples" in shown.stdout
+
+
+def test_the_evaluation_benchmark_times_full_and_cached_evaluations_of_the_same_weights(tiny_bert_dir, email_corpus):
+    shown = subprocess.run([sys.executable, str(BENCH / "eval_speed.py"), "--model", str(tiny_bert_dir), "--data",
+                            str(email_corpus), "--device", "cpu", "--repeats", "2", "--max-eval-examples", "16"],
+                           capture_output=True, text=True, timeout=600)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    rows = [line.split(" | ") for line in shown.stdout.splitlines() if line.startswith(("| full", "| Telly"))]
+    assert [row[0] for row in rows] == ["| full (K=-1)", "| Telly-2 + cache"]  # half of the tiny model's 4 layers
+    assert rows[0][-1] == rows[1][-1]  # the selection metric: the same pre-trained weights

@@ -1,6 +1,8 @@
 """The frozen-prefix activation cache is exact: cached and uncached training give the same losses,
-whether the states stay in memory or are spilled to disk; spilled states are reused only while valid."""
+and evaluations the same scores, whether the states stay in memory or are spilled to disk; spilled
+states are reused only while valid."""
 
+import contextlib
 import copy
 import json
 import logging
@@ -18,6 +20,7 @@ from telly.config import CacheOptions
 from telly.errors import UserError
 from telly.models import state_store
 from telly.models.cache import FillCounts, FrozenPrefixCache
+from telly.models.layers import find_backbone
 from telly.tasks.search import CodeSearchTask, SearchExample
 
 HIDDEN = 32
@@ -120,24 +123,32 @@ def test_encoder_side_of_summarization_is_cached_exactly(tokenizer, email_corpus
     assert train_losses(task, cached, batches * 2, cache) == pytest.approx(expected, abs=1e-5)
 
 
+def tiny_t5(tokenizer):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(vocab_size=tokenizer.vocab_size, d_model=32, d_ff=64, d_kv=16, num_heads=2, num_layers=3,
+                      num_decoder_layers=2, pad_token_id=0, decoder_start_token_id=0,
+                      eos_token_id=tokenizer.sep_token_id, dropout_rate=0.0)
+    torch.manual_seed(0)
+    return T5ForConditionalGeneration(config)
+
+
+def summarization_task(tokenizer, **settings):
+    from telly.tasks.summarize import CodeSummarizationTask
+
+    settings = {"max_code_len": 64, "max_nl_len": 16, **settings}
+    task = CodeSummarizationTask(FinetuneConfig(task="code-summarization", data="-", out="-", **settings))
+    task.tokenizer = tokenizer
+    return task
+
+
 @pytest.mark.parametrize("k", [0, 2])
 def test_t5_encoder_is_cached_exactly(k, tokenizer, email_corpus):
     """T5: the first block's relative position bias reaches the top blocks, the decoder (which shares
     the embedding matrix) embeds its own inputs, and T5's dropout after the embeddings stays. Without
     dropout: T5's stack applies one dropout module to the embeddings and to its output, so at K > 0
     the cache (which replays block 0's input as computed in eval mode) skips the first use of it."""
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    from telly.tasks.summarize import CodeSummarizationTask
-
-    config = T5Config(vocab_size=tokenizer.vocab_size, d_model=32, d_ff=64, d_kv=16, num_heads=2, num_layers=3,
-                      num_decoder_layers=2, pad_token_id=0, decoder_start_token_id=0,
-                      eos_token_id=tokenizer.sep_token_id, dropout_rate=0.0)
-    torch.manual_seed(0)
-    pretrained = T5ForConditionalGeneration(config)
-    task = CodeSummarizationTask(FinetuneConfig(task="code-summarization", data="-", out="-", max_code_len=64,
-                                                max_nl_len=16))
-    task.tokenizer = tokenizer
+    pretrained, task = tiny_t5(tokenizer), summarization_task(tokenizer)
     data = task.read_split(email_corpus, "train")[:24]
 
     plain = frozen_model(task, pretrained, k)
@@ -182,9 +193,11 @@ def spilled_cache(task, model, k, folder, data) -> FrozenPrefixCache:
     return cache
 
 
-def count_forwards(block) -> list[int]:
+def count_forwards(*blocks) -> list[int]:
+    """A list that grows by one at every forward call of any of `blocks`."""
     calls = []
-    block.register_forward_hook(lambda *_: calls.append(1))
+    for block in blocks:
+        block.register_forward_hook(lambda *_: calls.append(1))
     return calls
 
 
@@ -384,3 +397,99 @@ def test_line_completion_on_a_decoder_is_cached_exactly(family, byte_level_token
     data = task.read_split(tmp_path, "train")[:24]
     for k in (0, 3):
         assert_cached_training_is_exact(task, task, pretrained, k, data)
+
+
+# Evaluation from the cache: valid and test inputs go through the frozen prefix once per run.
+
+
+def evaluation_scores(task, model, data, cache=None) -> dict:
+    model.eval()
+    with torch.no_grad(), cache.evaluating() if cache is not None else contextlib.nullcontext():
+        return task.evaluate(model, data, "evaluation")
+
+
+def change_the_top_blocks(model, k) -> None:
+    """What training does between two evaluations, as far as the cache can tell."""
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for parameter in find_backbone(model).blocks[k:].parameters():
+            parameter.add_(0.2 * torch.randn(parameter.shape, generator=generator))
+
+
+def assert_evaluation_from_the_cache_is_exact(task, pretrained, k, data, spill_folder=None) -> FrozenPrefixCache:
+    """Two evaluations through the cache, the top blocks changed in between: each gives the uncached
+    evaluation's scores; the first runs the frozen blocks as often as an uncached evaluation, the
+    second never. With `spill_folder` every state goes to disk. Returns the cache."""
+    model = frozen_model(task, pretrained, k)
+    frozen_block_calls = count_forwards(*find_backbone(model).blocks[:k])
+    cache = FrozenPrefixCache(model, k, spill_folder, memory_limit=None if spill_folder is None else 0)
+
+    uncached = evaluation_scores(task, model, data)
+    calls_per_evaluation = len(frozen_block_calls)
+    assert evaluation_scores(task, model, data, cache) == uncached
+    assert len(frozen_block_calls) == 2 * calls_per_evaluation > 0
+
+    change_the_top_blocks(model, k)
+    changed = evaluation_scores(task, model, data)
+    frozen_block_calls.clear()
+    assert evaluation_scores(task, model, data, cache) == changed
+    assert frozen_block_calls == []
+    assert changed != uncached  # the replayed states reached blocks that compute something else now
+    return cache
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_code_search_evaluates_from_the_cache_exactly(k, tokenizer, email_corpus):
+    task = search_task(tokenizer)
+    data = task.read_split(email_corpus, "test")[:40]
+    assert task.evaluates_from_prefix_cache
+    cache = assert_evaluation_from_the_cache_is_exact(task, tiny_encoder(tokenizer), k, data)
+    assert len(cache) == len(sequences(tokenizer, data))
+
+
+def test_evaluation_states_beyond_the_memory_limit_are_spilled_and_replayed_exactly(tokenizer, email_corpus, tmp_path):
+    task = search_task(tokenizer)
+    data = task.read_split(email_corpus, "test")[:40]
+    cache = assert_evaluation_from_the_cache_is_exact(task, tiny_encoder(tokenizer), 2, data, spill_folder=tmp_path)
+    assert cache.store.memory_bytes == 0
+    assert sum(len(shard_shapes(path)) for path in shards(tmp_path)) == len(sequences(tokenizer, data))
+
+
+def test_clone_detection_evaluates_from_the_cache_exactly(tokenizer, tmp_path):
+    from telly.data import BUILDERS
+    from telly.tasks.clone import CloneDetectionTask
+
+    BUILDERS["clone-detection"]([EMAIL], tmp_path, seed=0)
+    task = CloneDetectionTask(FinetuneConfig(task="clone-detection", data="-", out="-", max_code_len=64))
+    task.tokenizer = tokenizer
+    torch.manual_seed(0)  # the same new head in every model built from the encoder
+    assert_evaluation_from_the_cache_is_exact(task, tiny_encoder(tokenizer), 2, task.read_split(tmp_path, "test")[:40])
+
+
+def test_summarization_with_a_new_decoder_evaluates_its_encoder_from_the_cache_exactly(tokenizer, email_corpus):
+    task = summarization_task(tokenizer, max_nl_len=12, decoder_layers=2, beam_size=2)
+    torch.manual_seed(1)  # the same new decoder in every model built from the encoder
+    data = task.read_split(email_corpus, "test")[:16]
+    assert_evaluation_from_the_cache_is_exact(task, tiny_encoder(tokenizer), 2, data)
+    assert task.evaluates_from_prefix_cache
+
+
+def test_t5_summarization_evaluates_its_encoder_from_the_cache_exactly(tokenizer, email_corpus):
+    """`generate` calls T5's encoder once per batch; its decoder, a stack of its own, runs in full."""
+    task = summarization_task(tokenizer, max_nl_len=12, beam_size=2)
+    assert_evaluation_from_the_cache_is_exact(task, tiny_t5(tokenizer), 2, task.read_split(email_corpus, "test")[:16])
+    assert task.evaluates_from_prefix_cache
+
+
+def test_a_decoder_only_model_generates_without_the_cache(byte_level_tokenizer):
+    """Its frozen blocks run at every new token (on their keys and values of the prompt), so its
+    evaluation is not served from the cache."""
+    from transformers import AutoModelForCausalLM
+
+    from telly.tasks.complete import CodeCompletionTask
+
+    pretrained = AutoModelForCausalLM.from_config(tiny_decoder_config("gpt2", len(byte_level_tokenizer)))
+    summarization = summarization_task(byte_level_tokenizer)
+    summarization.build_model(pretrained)
+    completion = CodeCompletionTask(FinetuneConfig(task="code-completion", data="-", out="-"))
+    assert not summarization.evaluates_from_prefix_cache and not completion.evaluates_from_prefix_cache

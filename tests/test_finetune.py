@@ -1,6 +1,7 @@
 """`telly finetune --task code-search` end to end on a tiny random BERT and real stdlib code."""
 
 import json
+import math
 import re
 
 import numpy as np
@@ -12,6 +13,7 @@ from transformers import BertModel
 from telly import train as train_module
 from telly.cli import main
 from telly.models.layers import find_backbone
+from telly.tasks.search import CodeSearchTask
 
 from conftest import on_a_terminal
 
@@ -119,6 +121,42 @@ def test_the_frozen_layers_run_every_step_only_without_the_cache(cached, tiny_be
     metrics = run_finetune(tiny_bert_dir, email_corpus, tmp_path / "run", extra=[] if cached else ["--no-cache"])
     assert metrics["activation_cache"] is cached
     assert len(calls) == (0 if cached else 2 * metrics["steps"])
+
+
+def test_valid_and_test_inputs_go_through_the_frozen_layers_at_their_first_evaluation_only(
+        tiny_bert_dir, email_corpus, tmp_path, monkeypatch):
+    """Forward calls of the first frozen block during each evaluation (zero-shot test, valid after
+    each of the 2 epochs, test): with the cache, none once an input has been evaluated; without it,
+    two per batch (queries, then code) every time. The scores are the same."""
+    block_calls, calls_per_evaluation = [], []
+    build, evaluate = train_module.build_task_model, CodeSearchTask.evaluate
+
+    def build_and_count(task, config):
+        model, pretrained = build(task, config)
+        find_backbone(model).blocks[0].register_forward_hook(lambda *_: block_calls.append(1))
+        return model, pretrained
+
+    def evaluate_and_count(task, *args, **kwargs):
+        before = len(block_calls)
+        scores = evaluate(task, *args, **kwargs)
+        calls_per_evaluation.append(len(block_calls) - before)
+        return scores
+
+    monkeypatch.setattr(train_module, "build_task_model", build_and_count)
+    monkeypatch.setattr(CodeSearchTask, "evaluate", evaluate_and_count)
+    batch = ["--eval-batch-size", "8"]
+    cached = run_finetune(tiny_bert_dir, email_corpus, tmp_path / "cached", extra=batch)
+    cached_calls, calls_per_evaluation[:] = list(calls_per_evaluation), []
+    plain = run_finetune(tiny_bert_dir, email_corpus, tmp_path / "plain", extra=[*batch, "--no-cache"])
+
+    test_calls, valid_calls = (2 * math.ceil(cached["examples"][split] / 8) for split in ("test", "valid"))
+    assert valid_calls > 2 and test_calls > 2
+    assert cached_calls == [test_calls, valid_calls, 0, 0]
+    assert calls_per_evaluation == [test_calls, valid_calls, valid_calls, test_calls]
+    assert cached["zero_shot_test"] == plain["zero_shot_test"]
+    # Trained with and without the cache, the weights agree to float rounding (test_cache.py).
+    assert [h["valid"] for h in cached["history"]] == [pytest.approx(h["valid"], abs=1e-6) for h in plain["history"]]
+    assert cached["test"] == pytest.approx(plain["test"], abs=1e-6)
 
 
 def test_same_seed_gives_the_same_metrics_and_explicit_cpu_is_what_auto_chose(run, tiny_bert_dir, email_corpus, tmp_path):

@@ -66,7 +66,7 @@ def test_a_resumed_run_reuses_the_spilled_activation_cache(tiny_bert_dir, email_
         with safe_open(shard, framework="pt") as states:
             spilled += len(states.keys())
     assert main([*argv, "--resume"]) == 0
-    fills = re.findall(r"activation cache: (\d+) sequences computed, (\d+) reused", (out / "log.txt").read_text())
+    fills = re.findall(r"activation cache: (\d+) sequences computed, (\d+) stored already", (out / "log.txt").read_text())
     (first_computed, first_reused), (computed, reused) = [(int(a), int(b)) for a, b in fills]
     assert first_reused == 0 and 0 < spilled < first_computed
     assert (computed, reused) == (first_computed - spilled, spilled)  # only the states kept in memory are computed

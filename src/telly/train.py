@@ -147,7 +147,7 @@ def resume_or_start(run: Training) -> TrainingState:
     if state is None:
         zero_shot = None
         if run.processes.is_main_process and not run.model.has_new_parts:
-            zero_shot = evaluate_test(run.task, run.model, run.valid, run.test, "zero-shot")
+            zero_shot = evaluate_test(run, "zero-shot")
         log.info("zero-shot test: %s", format_metrics(zero_shot) if zero_shot else "skipped (newly initialised parts)")
         state = TrainingState(zero_shot=zero_shot, frozen_k=FULL_FINETUNING if run.current_norms is not None else None)
     else:
@@ -216,8 +216,8 @@ def fill_cache(run: Training) -> None:
                         leave=False, disable=None)
     counts = run.cache.fill(run.model, lambda: [batch_loss(run, [run.train[i] for i in b]) for b in fill_batches])
     restore_rng(*rng_states)
-    log.info("activation cache: %d sequences computed, %d reused from %s, after %.1f s", counts.computed,
-             counts.reused, run.cache.spill_folder, run.clock.since_start())
+    log.info("activation cache: %d sequences computed, %d stored already (in %s or by an evaluation), after %.1f s",
+             counts.computed, counts.reused, run.cache.spill_folder, run.clock.since_start())
 
 
 def batch_loss(run: Training, examples: list) -> torch.Tensor:
@@ -282,7 +282,7 @@ def processes_agree_on(flag: bool, run: Training) -> bool:
 def validate_and_keep_best(run: Training, state: TrainingState) -> None:
     """At an evaluation point: score valid, record it, keep the best weights."""
     if run.processes.is_main_process:
-        scores = evaluate(run.task, run.model, run.valid, f"valid at step {state.global_step}")
+        scores = evaluate(run, run.valid, f"valid at step {state.global_step}")
         train_loss = float(np.mean(state.losses_since_evaluation))
         state.history.append({"epoch": state.epoch, "step": state.global_step, "train_seconds": state.train_seconds,
                               "train_loss": train_loss, "valid": scores})
@@ -329,7 +329,7 @@ def freeze_blocks_that_stopped_changing(run: Training, state: TrainingState) -> 
 def test_and_write(run: Training, state: TrainingState, freeze_auto: dict | None) -> RunMetrics:
     """Score test with the best checkpoint, write metrics.json, and remove what only resuming needed."""
     load_model(run.model, str(run.out / BEST_CHECKPOINT))
-    test_scores = evaluate(run.task, run.model, run.test, "test", state.best_valid)
+    test_scores = evaluate(run, run.test, "test", state.best_valid)
     log.info("test (best %s): %s", run.policy.best_point(state), format_metrics(test_scores))
     config = run.config
     metrics = RunMetrics(
@@ -501,15 +501,20 @@ def prefix_cache(model: TaskModel, config: FinetuneConfig, processes) -> FrozenP
 
 
 @torch.no_grad()
-def evaluate(task: Task, model: TaskModel, examples, description: str, valid_metrics: dict | None = None) -> dict:
-    model.eval()
-    return task.evaluate(model, examples, description, valid_metrics)
+def evaluate(run: Training, examples, description: str, valid_metrics: dict | None = None) -> dict:
+    """The task's metrics of the model on `examples`, in eval mode. With the activation cache (and a
+    task whose evaluation reads whole inputs), the frozen prefix runs on an input at its first
+    evaluation only: later evaluations replay the states stored then."""
+    run.model.eval()
+    served = run.cache is not None and run.task.evaluates_from_prefix_cache
+    with run.cache.evaluating() if served else nullcontext():
+        return run.task.evaluate(run.model, examples, description, valid_metrics)
 
 
-def evaluate_test(task: Task, model: TaskModel, valid, test, description: str) -> dict[str, float]:
+def evaluate_test(run: Training, description: str) -> dict[str, float]:
     """Test metrics; a task that tunes something on valid (a threshold) gets valid scored first."""
-    valid_metrics = evaluate(task, model, valid, f"{description} valid") if task.tunes_on_valid else None
-    return evaluate(task, model, test, f"{description} test", valid_metrics)
+    valid_metrics = evaluate(run, run.valid, f"{description} valid") if run.task.tunes_on_valid else None
+    return evaluate(run, run.test, f"{description} test", valid_metrics)
 
 
 def seed_everything(seed: int) -> None:

@@ -8,7 +8,10 @@ it skip the prefix:
 - recording: block K is replaced by a recorder that stores its input (the prefix's output) per
   sequence and the blocks above it by pass-throughs, so one pass costs the frozen work only; an
   encoder call whose every sequence is stored already skips the frozen blocks too;
-- replaying: blocks 0..K-1 are replaced by pass-throughs, and block K's input by the stored states.
+- replaying: blocks 0..K-1 are replaced by pass-throughs, and block K's input by the stored states;
+- evaluating: replaying where every sequence of an encoder call is stored, else the whole model
+  runs and block K's input is stored on the way, so that a later evaluation of the same valid or
+  test inputs replays it.
 
 A block that is skipped still returns what the model's forward expects of a block: its family's
 row of the layout table says what (`Layout.stand_in`: the hidden states alone, in a tuple, or with
@@ -76,7 +79,7 @@ class _SkippedWhenStored(nn.Module):
 
 
 class FillCounts(NamedTuple):
-    reused: int  # distinct sequences whose states were stored already (spilled by an earlier run)
+    reused: int  # distinct sequences whose states were stored already (spilled by an earlier run, or evaluated)
     computed: int  # distinct sequences whose states this fill computed
 
 
@@ -136,12 +139,27 @@ class FrozenPrefixCache:
     @contextmanager
     def replaying(self) -> Iterator[None]:
         """Inside this block the model starts from the stored states and runs only the top blocks."""
-        handle = self.backbone.blocks[self.k].register_forward_pre_hook(self._replay_input, with_kwargs=True)
+        with self._swapped([_PassThrough(self) for _ in range(self.k)]), self._watching_encoder_calls(), \
+                self._hooked_block_k_input(self._replay_input):
+            yield
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Inside this block (the model in eval mode), an encoder call whose every sequence is stored
+        starts from the stored states, as when replaying; any other call runs the frozen blocks and
+        stores what they hand to block K. Valid and test inputs so go through the frozen prefix once
+        per run, whatever the number of evaluations.
+
+        Only calls that read whole inputs may run here: a causal LM generating token by token needs
+        its frozen blocks' keys and values of the prompt at every later step, which are not stored.
+        The new states go into the same tiers as the training sequences' (within the same limits).
+        """
         try:
-            with self._swapped([_PassThrough(self) for _ in range(self.k)]), self._watching_encoder_calls():
+            with self._swapped([_SkippedWhenStored(self, block) for block in self.backbone.blocks[: self.k]]), \
+                    self._watching_encoder_calls(), self._hooked_block_k_input(self._replay_or_store_input):
                 yield
         finally:
-            handle.remove()
+            self.store.flush()
 
     # Internals.
 
@@ -154,9 +172,9 @@ class FrozenPrefixCache:
         input_ids, mask = bound.get("input_ids"), bound.get("attention_mask")
         self._current_mask = (torch.ones_like(input_ids) if mask is None else mask).bool()
         self._current_keys = [tuple(row[real].tolist()) for row, real in zip(input_ids, self._current_mask)]
+        self._all_stored = all(key in self.store for key in self._current_keys)
         if remember:
             self._seen.update(self._current_keys)
-            self._all_stored = all(key in self.store for key in self._current_keys)
 
     def _store(self, hidden_states: torch.Tensor) -> None:
         for key, states, real in zip(self._current_keys, hidden_states, self._current_mask):
@@ -168,6 +186,14 @@ class FrozenPrefixCache:
         if args:
             return (self._stored_states(args[0]), *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": self._stored_states(kwargs["hidden_states"])}
+
+    def _replay_or_store_input(self, block, args, kwargs):
+        """Block K's forward pre-hook while evaluating: the stored states replace its input when every
+        sequence of the call is stored; otherwise the input, just computed, is stored and kept."""
+        if self._all_stored:
+            return self._replay_input(block, args, kwargs)
+        self._store(args[0] if args else kwargs["hidden_states"])
+        return None
 
     def _stored_states(self, like: torch.Tensor) -> torch.Tensor:
         """The stored states of the current call's sequences, at their real positions in the shape of `like`."""
@@ -191,6 +217,15 @@ class FrozenPrefixCache:
         finally:
             for i, original in enumerate(originals):
                 blocks[i] = original
+
+    @contextmanager
+    def _hooked_block_k_input(self, hook: Callable) -> Iterator[None]:
+        """`hook` is block K's forward pre-hook (with keyword arguments) while the block runs."""
+        handle = self.backbone.blocks[self.k].register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     @contextmanager
     def _watching_encoder_calls(self, remember: bool = False) -> Iterator[None]:

@@ -53,6 +53,9 @@ class Task(ABC):
     tunes_on_valid: ClassVar[bool] = False
     #: Whether the task pools a model's token states into one vector per input (code search, clones).
     pools: ClassVar[bool] = False
+    #: Whether evaluation may start from the activation cache (`FrozenPrefixCache.evaluating`): every
+    #: call of the pre-trained encoder while evaluating reads whole inputs and keeps nothing for later.
+    evaluates_from_prefix_cache: ClassVar[bool] = False
 
     def __init__(self, config: FinetuneConfig, runtime: Runtime = CPU):
         self.config = config

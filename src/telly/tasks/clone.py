@@ -61,6 +61,7 @@ class CloneDetectionTask(Task):
     name = "clone-detection"
     selection_metric = "f1"
     pools = True
+    evaluates_from_prefix_cache = True
     tunes_on_valid = True
 
     def read_split(self, data_dir: Path, split: str) -> list[ClonePair]:

@@ -48,6 +48,7 @@ class CodeSearchTask(Task):
     name = "code-search"
     selection_metric = "mrr"
     pools = True
+    evaluates_from_prefix_cache = True
 
     def read_split(self, data_dir: Path, split: str) -> list[SearchExample]:
         records = read_codesearchnet_split(data_dir, split, required=("code_tokens", "docstring_tokens"))

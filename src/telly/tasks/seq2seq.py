@@ -195,6 +195,13 @@ class Seq2SeqTask(Task):
     #: What a decoder-only model reads between the source and the target it writes.
     separator: ClassVar[str]
 
+    @property
+    def evaluates_from_prefix_cache(self) -> bool:
+        """An encoder reads each source once, whatever decodes after it. A decoder-only model is not
+        served: `generate` runs its frozen blocks at every new token, which attends to their keys and
+        values of the prompt; storing those (2K tensors per prompt) would spare only the prompt's first pass."""
+        return not self.prompted
+
     def pretrained_class(self, model_config: PretrainedConfig) -> type:
         if model_config.is_encoder_decoder:
             return AutoModelForSeq2SeqLM

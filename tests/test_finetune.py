@@ -188,10 +188,10 @@ def test_patience_stops_after_that_many_evaluations_without_a_better_valid_score
     scripted, weights_at = iter([0.3, 0.5, 0.4, 0.45, 0.9, 0.95]), []
     real_evaluate = train_module.evaluate
 
-    def evaluate(task, model, examples, description, valid_metrics=None):
+    def evaluate(run, examples, description, valid_metrics=None):
         if not description.startswith("valid at step"):
-            return real_evaluate(task, model, examples, description, valid_metrics)
-        weights_at.append({name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad})
+            return real_evaluate(run, examples, description, valid_metrics)
+        weights_at.append({name: p.detach().clone() for name, p in run.model.named_parameters() if p.requires_grad})
         return {"mrr": next(scripted)}
 
     monkeypatch.setattr(train_module, "evaluate", evaluate)

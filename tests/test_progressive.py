@@ -54,10 +54,10 @@ def test_a_progressive_run_freezes_during_training_and_the_frozen_weights_stop(t
     monkeypatch.setattr(train_module, "freeze_blocks_that_stopped_changing", freezing)
     real_evaluate, rising = train_module.evaluate, iter([0.1, 0.2, 0.3, 0.4])  # the last epoch is the best
 
-    def evaluate(task, model, examples, description, valid_metrics=None):
+    def evaluate(run, examples, description, valid_metrics=None):
         if description.startswith("valid at step"):
             return {"mrr": next(rising)}
-        return real_evaluate(task, model, examples, description, valid_metrics)
+        return real_evaluate(run, examples, description, valid_metrics)
 
     monkeypatch.setattr(train_module, "evaluate", evaluate)
     out = tmp_path / "progressive"

@@ -307,6 +307,9 @@ CASES = {
         lambda m, d, o: ["data", "build", str(EMAIL), "--out", str(o), "--max-file-mb", "nan"],
         r"--max-file-mb must be a finite number",
     ),
+    "data build with no worker process": (
+        lambda m, d, o: ["data", "build", str(EMAIL), "--out", str(o), "--jobs", "0"], r"--jobs must be at least 1, got 0",
+    ),
 }
 
 BUILT_FOLDERS = {"clone-detection": "bcb", "code-generation": "concode", "code-completion": "lines"}

@@ -30,3 +30,9 @@ def test_the_decoder_benchmark_starts():
     shown = subprocess.run([sys.executable, str(BENCH / "decoder_completion.py"), "--help"], capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     assert "--ks" in shown.stdout and "--max-eval-examples" in shown.stdout
+
+
+def test_the_data_build_benchmark_starts():
+    shown = subprocess.run([sys.executable, str(BENCH / "data_build_speed.py"), "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert "--jobs" in shown.stdout and "--tasks" in shown.stdout

@@ -3,8 +3,8 @@
 Each task's data set is built from the same sources with `--jobs 1` and with `--jobs N`, one
 build after the other in one run, each the real command in a process of its own (its start and
 the workers' included). It prints the wall seconds, the speedup and whether the two builds wrote
-the same files (the SHA-256 of every file). The machine's load average, before and after, says
-how much else ran meanwhile. Usage:
+the same files (the SHA-256 of every file, printed too, to compare with other builds). The
+machine's load average, before and after, says how much else ran meanwhile. Usage:
 
     python bench/data_build_speed.py [SOURCES ...] [--language python] [--tasks code-search,clone-detection]
                                      [--jobs N] [--rounds 1]
@@ -58,6 +58,8 @@ def main() -> None:
                     seconds[jobs].append(timed_build(args.sources, args.language, task, jobs, out))
                     digests[jobs] = file_digests(out)
                     print(f"{task} --jobs {jobs}: {seconds[jobs][-1]:.1f} s", flush=True)
+            for name, digest in digests[1].items():
+                print(f"  {name} sha256 {digest}")
             serial, parallel = min(seconds[1]), min(seconds[args.jobs])
             rows.append((task, serial, parallel, digests[1] == digests[args.jobs], len(digests[1])))
     finally:

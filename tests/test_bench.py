@@ -40,3 +40,9 @@ def test_the_evaluation_benchmark_times_full_and_cached_evaluations_of_the_same_
     rows = [line.split(" | ") for line in shown.stdout.splitlines() if line.startswith(("| full", "| Telly"))]
     assert [row[0] for row in rows] == ["| full (K=-1)", "| Telly-2 + cache"]  # half of the tiny model's 4 layers
     assert rows[0][-1] == rows[1][-1]  # the selection metric: the same pre-trained weights
+
+
+def test_the_data_build_benchmark_starts():
+    shown = subprocess.run([sys.executable, str(BENCH / "data_build_speed.py"), "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert "--jobs" in shown.stdout and "--tasks" in shown.stdout

@@ -341,6 +341,9 @@ CASES = {
         lambda m, d, o: ["summarize", str(finished_run(m, d)), f"{EMAIL / 'utils.py'}:no_such_function"],
         r"no function named 'no_such_function' in .*utils\.py \(its functions: .*formataddr",
     ),
+    "data build with no worker process": (
+        lambda m, d, o: ["data", "build", str(EMAIL), "--out", str(o), "--jobs", "0"], r"--jobs must be at least 1, got 0",
+    ),
 }
 
 BUILT_FOLDERS = {"clone-detection": "bcb", "code-generation": "concode", "code-completion": "lines"}

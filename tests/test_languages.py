@@ -104,6 +104,14 @@ def test_a_method_with_a_syntax_error_is_left_out_and_the_others_kept():
     assert [f.name for f in RUBY.extract_functions(source, "a.rb", require_docstring=False)] == ["good"]
 
 
+def test_a_method_nested_deeper_than_the_recursion_limit_is_read():
+    concatenation = " + ".join(['"s"'] * 3000)  # a binary expression 3,000 levels deep
+    source = f"class Deep {{\n    /** Returns a long string value. */\n    String deep() {{\n        return {concatenation};\n    }}\n}}\n"
+    [function] = JAVA.extract_functions(source, "Deep.java")
+    assert function.func_name == "Deep.deep" and function.code_tokens.count('"s"') == 3000
+    assert JAVA.completion_lines(function)[1].count("<STR_LIT>") == 3000
+
+
 def test_java_lexical_types():
     assert JAVA.lexical_types("int size() { return count; }") == [
         ("int", "KEYWORD"), ("size", "NAME"), ("(", "OPERATOR"), (")", "OPERATOR"), ("{", "OPERATOR"),

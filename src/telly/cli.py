@@ -75,6 +75,8 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
                         "refused unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace the data set in --out, in one step")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split by file (default: 0)")
+    parser.add_argument("--jobs", type=int, metavar="N", help="processes that read the files and make the records, "
+                        "with the same data whatever N (default: one per available core; 1: this process alone)")
     parser.set_defaults(handler=run_data_build, after_interrupt="nothing was written; the --out folder is as it was")
 
 
@@ -386,13 +388,16 @@ def run_recommend(args: argparse.Namespace) -> None:
 
 def run_data_build(args: argparse.Namespace) -> None:
     from telly.data import BUILDERS
+    from telly.data.parallel import check_jobs
 
     if args.task not in BUILDERS:
         raise UserError(f"unknown task {args.task!r}; choose one of: {', '.join(BUILDERS)}")
     check_option_numbers(args)
+    if args.jobs is not None:
+        check_jobs(args.jobs)
     sources, language = sources_and_language(args.sources, args.language)
     summary = BUILDERS[args.task](sources, args.out, seed=args.seed, language=language, overwrite=args.overwrite,
-                                  max_file_mb=args.max_file_mb)
+                                  max_file_mb=args.max_file_mb, jobs=args.jobs)
     print(summary)
     print(f"wrote {args.task} {language} data to {args.out}")
 

@@ -15,6 +15,7 @@ positives; whole source files go to one split, so negatives are paired within it
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -23,11 +24,15 @@ from pathlib import Path
 
 from telly.data.corpus import MAX_FILE_MB, SPLITS, TaskDataSummary, new_data_folder, read_split_corpus
 from telly.data.formats import write_bigclonebench
-from telly.data.language import CodeFunction, Language, Rewrite
+from telly.data.language import CodeFunction, Rewrite
+from telly.data.languages import LANGUAGES
+from telly.data.parallel import ordered_map
 
 MIN_STATEMENTS = 3
 LENGTH_TOLERANCE = 0.2
 NEGATIVE_CHOICES = 5
+# Functions a worker process rewrites at a time (`jobs`).
+FUNCTIONS_PER_CHUNK = 32
 
 
 @dataclass
@@ -57,12 +62,15 @@ def build_clones(
     language: str = "python",
     overwrite: bool = False,
     max_file_mb: float = MAX_FILE_MB,
+    jobs: int | None = None,
 ) -> CloneBuildSummary:
     """Write `data.jsonl`, `train.txt`, `valid.txt` and `test.txt` (BigCloneBench format).
 
     `data.jsonl` holds every kept function and its rewrite once, idx "0", "1", ... in file order
     (an original, then its rewrite); the pair lines of each split are in a seeded random order.
-    Same inputs and seed give byte-identical files. `out_dir` is written as `new_data_folder` says.
+    Same inputs and seed give byte-identical files, whatever the number of worker processes
+    (`jobs`, as `read_split_corpus` says) that read the files and rewrite the functions. `out_dir`
+    is written as `new_data_folder` says.
     """
     with new_data_folder(out_dir, sources, overwrite) as folder:
         corpus = read_split_corpus(
@@ -74,13 +82,16 @@ def build_clones(
             min_statements=MIN_STATEMENTS,
             language=language,
             max_file_mb=max_file_mb,
+            jobs=jobs,
         )
         left_out: Counter[str] = Counter()
         rewrites: Counter[str] = Counter()
         functions: dict[str, str] = {}
         pairs_by_split = {}
+        functions_by_split = {split: corpus.functions(split) for split in SPLITS}
+        rewrites_by_split = _rewrites(corpus.language.name, functions_by_split, seed, jobs)
         for split in SPLITS:
-            clones = list(_clones(corpus.language, corpus.functions(split), seed, functions, left_out))
+            clones = list(_clones(functions_by_split[split], rewrites_by_split[split], functions, left_out))
             rewrites.update(kind for clone in clones for kind in clone.rewrite.applied)
             pairs_by_split[split] = _pairs(clones, random.Random(f"{seed}:{split}"), left_out)
         write_bigclonebench(folder, functions, pairs_by_split)
@@ -94,22 +105,34 @@ def build_clones(
     )
 
 
-def _clones(
-    language: Language,
-    functions: list[CodeFunction],
-    seed: int,
-    data: dict[str, str],
-    left_out: Counter[str],
-) -> Iterator[_Clone]:
-    """Each function with its rewrite, both added to `data` under fresh idx values.
+def _rewrites(
+    language: str, functions_by_split: dict[str, list[CodeFunction]], seed: int, jobs: int | None
+) -> dict[str, list[Rewrite | None]]:
+    """The rewrite of every function (None where there is none), made by `jobs` worker processes.
 
-    A rewrite takes the name of another function of the split, so names tell nothing.
+    A rewrite takes the name of another function of its split, so names tell nothing.
     """
-    names = [function.name for function in functions]
-    for function in functions:
-        # Seeded by the code too, so a function's rewrite does not depend on the files around it.
-        rng = random.Random(f"{seed}:{function.code}")
-        rewrite = language.rewrite(function.code, rng, function_names=names)
+    names = {split: [function.name for function in functions] for split, functions in functions_by_split.items()}
+    codes = [(split, function.code) for split, functions in functions_by_split.items() for function in functions]
+    rewrites = list(ordered_map(functools.partial(_rewrite, language, seed, names), codes, jobs, FUNCTIONS_PER_CHUNK))
+    by_split, start = {}, 0
+    for split, functions in functions_by_split.items():
+        by_split[split], start = rewrites[start : start + len(functions)], start + len(functions)
+    return by_split
+
+
+def _rewrite(language: str, seed: int, names: dict[str, list[str]], split_and_code: tuple[str, str]) -> Rewrite | None:
+    """The language's rewrite of a function's code, named like a function of its split. Seeded by
+    the code too, so that it does not depend on the files around it (nor on the process)."""
+    split, code = split_and_code
+    return LANGUAGES[language].rewrite(code, random.Random(f"{seed}:{code}"), function_names=names[split])
+
+
+def _clones(
+    functions: list[CodeFunction], rewrites: list[Rewrite | None], data: dict[str, str], left_out: Counter[str]
+) -> Iterator[_Clone]:
+    """Each function with its rewrite, both added to `data` under fresh idx values."""
+    for function, rewrite in zip(functions, rewrites):
         if rewrite is None:
             left_out["rewrite does not parse"] += 1
         elif rewrite.code == function.code:

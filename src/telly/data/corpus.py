@@ -2,15 +2,15 @@
 
 `read_split_corpus` walks source folders, single files and `.zip` archives (the JDK ships its
 class library's sources as `lib/src.zip`), lets the language plug-in (`telly.data.languages`)
-extract the functions of every file, drops duplicates and deals whole files to train, valid and
-test; the builders of every task start from it. `build_code_search` writes one CodeSearchNet
-record per documented function. The default source of each language is on the machine (Python's
-own standard library), so the corpora can be built offline.
+extract the functions of every file (in worker processes, `telly.data.parallel`), drops
+duplicates and deals whole files to train, valid and test; the builders of every task start from
+it. `build_code_search` writes one CodeSearchNet record per documented function. The default
+source of each language is on the machine (Python's own standard library), so the corpora can be
+built offline.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import random
@@ -18,8 +18,8 @@ import stat
 import sys
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from tqdm import tqdm
 from telly.data.formats import write_jsonl
 from telly.data.languages import LANGUAGES, Language
 from telly.data.language import CodeFunction
+from telly.data.parallel import ordered_map
 from telly.errors import UserError
 from telly.files import atomic_path, remove_temporaries, removed_on_failure
 
@@ -39,6 +40,10 @@ SKIPPED_DIR_NAMES = frozenset({"__pycache__", "site-packages", "test", "tests", 
 # rather than code a person wrote. The largest file of Python's, the JDK's and Ruby's own sources
 # is under 1 MB.
 MAX_FILE_MB = 10.0
+
+# Source files a worker process reads at a time (`--jobs`): few enough that the work is shared
+# evenly, enough that sending them costs little.
+FILES_PER_CHUNK = 8
 
 SPLITS = ("train", "valid", "test")
 # A split with more than this many times its share of the functions, or less than its share divided
@@ -134,15 +139,17 @@ def build_code_search(
     language: str = "python",
     overwrite: bool = False,
     max_file_mb: float = MAX_FILE_MB,
+    jobs: int | None = None,
 ) -> BuildSummary:
     """Write `train.jsonl`, `valid.jsonl` and `test.jsonl` (CodeSearchNet format) into `out_dir`.
 
-    One record per documented function, split by file as `read_split_corpus` describes. The same
-    inputs and seed give byte-identical files. `out_dir` is written as `new_data_folder` says.
+    One record per documented function, split by file as `read_split_corpus` describes (with
+    `jobs` worker processes). The same inputs and seed give byte-identical files, whatever `jobs`.
+    `out_dir` is written as `new_data_folder` says.
     """
     with new_data_folder(out_dir, sources, overwrite) as folder:
         corpus = read_split_corpus(sources, seed, valid_fraction, test_fraction, language=language,
-                                   max_file_mb=max_file_mb)
+                                   max_file_mb=max_file_mb, jobs=jobs)
         for split in SPLITS:
             records = [
                 function.to_codesearchnet(repo, partition=split)
@@ -182,6 +189,7 @@ def read_split_corpus(
     min_statements: int = 0,
     language: str = "python",
     max_file_mb: float = MAX_FILE_MB,
+    jobs: int | None = None,
 ) -> SplitCorpus:
     """The functions of every source file of `language` under `sources`, split by file.
 
@@ -195,7 +203,8 @@ def read_split_corpus(
     and dealt to test, valid and train so that about `test_fraction` and `valid_fraction` of the
     functions land in test and valid (see `_assign_splits`). Every split with a share (train, and
     valid and test unless their fraction is 0) gets at least one file; fewer files than such
-    splits is a user mistake.
+    splits is a user mistake. `jobs` worker processes read the files (None: one per available
+    core; 1: this process), with the same result.
     """
     if not (0 <= valid_fraction and 0 <= test_fraction and valid_fraction + test_fraction < 1):
         raise UserError(
@@ -205,11 +214,9 @@ def read_split_corpus(
     if not max_file_mb > 0:
         raise UserError(f"--max-file-mb must be > 0, got {max_file_mb}")
     plugin = language_named(language)
-    files = source_files([Path(source) for source in sources], plugin.suffixes, max_file_mb)
-    extract = functools.partial(
-        plugin.extract_functions, require_docstring=require_docstring, min_statements=min_statements
-    )
-    functions_by_file, skipped, duplicates = _read_unique_functions(files, extract, plugin.display_name)
+    files = source_files([Path(source) for source in sources], plugin.suffixes)
+    reader = FileReader(plugin.name, require_docstring, min_statements, max_file_mb)
+    functions_by_file, skipped, duplicates = _read_unique_functions(files, reader, plugin.display_name, jobs)
     sources_text = ", ".join(map(str, sources))
     wanted = _wanted_functions(require_docstring, min_statements)
     if not functions_by_file:
@@ -246,64 +253,61 @@ def read_split_corpus(
 class SourceFile:
     repo: str  # the name of the source folder or archive
     path: str  # relative to it, with "/" separators
-    read_bytes: Callable[[], bytes]
-    location: str  # where a person finds it: the file's path, or the archive's path + "/" + the member's name
+    location: Path  # the file, or the archive that holds it
+    member: int | None = None  # the file's index among the archive's members
 
-    def digest(self) -> str | None:
-        """sha256 of the file's bytes; None for a file that is not read (as `read_functions` skips it)."""
-        try:
-            return hashlib.sha256(self.read_bytes()).hexdigest()
-        except (_Skipped, OSError, zipfile.BadZipFile):
-            return None
+    @property
+    def where(self) -> str:
+        """Where a person finds it: the file's path, or the archive's path + "/" + the member's name."""
+        return str(self.location) if self.member is None else f"{self.location}/{self.path}"
 
 
 def _read_unique_functions(
-    files: list[SourceFile], extract: Callable[[str, str], list[CodeFunction]], language_name: str
+    files: list[SourceFile], reader: FileReader, language_name: str, jobs: int | None
 ) -> tuple[list[tuple[str, list[CodeFunction]]], dict[str, int], int]:
     """Read every file; return `[(repo, functions)]` per file that gave any, skips, duplicates.
 
     A function whose code was already seen in an earlier file (or earlier in the same file) is a
-    duplicate and dropped.
+    duplicate and dropped. Worker processes read the files (`ordered_map`); duplicates are
+    dropped here, in file order.
     """
     skipped: Counter[str] = Counter()
     seen_code: set[str] = set()
     duplicates = 0
     functions_by_file = []
-    progress = tqdm(files, desc=f"reading {language_name} files", unit="file", disable=None, file=sys.stderr)
-    for source_file in progress:
-        functions, skip_reason = read_functions(source_file, extract)
-        if skip_reason:
-            skipped[skip_reason] += 1
-            continue
-        unique = []
-        for function in functions:
-            if function.code in seen_code:
-                duplicates += 1
-            else:
-                seen_code.add(function.code)
-                unique.append(function)
-        if unique:
-            functions_by_file.append((source_file.repo, unique))
+    with _archives_closed_after(), closing(ordered_map(reader, files, jobs, FILES_PER_CHUNK)) as read:
+        progress = tqdm(read, desc=f"reading {language_name} files", total=len(files), unit="file", disable=None,
+                        file=sys.stderr)
+        for source_file, (functions, skip_reason) in zip(files, progress):
+            if skip_reason:
+                skipped[skip_reason] += 1
+                continue
+            unique = []
+            for function in functions:
+                if function.code in seen_code:
+                    duplicates += 1
+                else:
+                    seen_code.add(function.code)
+                    unique.append(function)
+            if unique:
+                functions_by_file.append((source_file.repo, unique))
     return functions_by_file, dict(skipped), duplicates
 
 
-def source_files(
-    sources: list[Path], suffixes: tuple[str, ...], max_file_mb: float = MAX_FILE_MB
-) -> list[SourceFile]:
-    """Every source file with one of `suffixes` to read (at most `max_file_mb` each), in a deterministic order."""
+def source_files(sources: list[Path], suffixes: tuple[str, ...]) -> list[SourceFile]:
+    """Every source file with one of `suffixes` to read, in a deterministic order."""
     files = []
     for source in sources:
-        read = functools.partial(_read_file, max_file_mb=max_file_mb)
         if source.is_file() and source.suffix == ".zip":
-            files.extend(_files_in_archive(source, suffixes, max_file_mb))
+            files.extend(_files_in_archive(source, suffixes))
         elif source.is_dir():
             files.extend(
-                SourceFile(source.name, path.relative_to(source).as_posix(), functools.partial(read, path), str(path))
+                SourceFile(source.name, path.relative_to(source).as_posix(), path)
                 for path in _files_under(source, suffixes)
             )
         elif source.exists():  # a file, or something else given by name: read it if it is a regular file
             if source.name.endswith(suffixes):
-                files.append(SourceFile(source.parent.name, source.name, functools.partial(read, source), str(source)))
+                files.append(SourceFile(source.parent.name, source.name, source))
         else:
             raise UserError(f"no such file or directory: {source}")
     return files
@@ -330,26 +334,90 @@ def _files_under(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
     return sorted(found, key=lambda path: path.relative_to(root).as_posix())
 
 
-def _files_in_archive(archive_path: Path, suffixes: tuple[str, ...], max_file_mb: float) -> list[SourceFile]:
+def _files_in_archive(archive_path: Path, suffixes: tuple[str, ...]) -> list[SourceFile]:
     """The archive's members with one of `suffixes`, outside skipped directories, by name."""
     try:
-        archive = zipfile.ZipFile(archive_path)
+        with zipfile.ZipFile(archive_path) as archive:
+            members = list(enumerate(archive.infolist()))
     except zipfile.BadZipFile:
         raise UserError(f"not a readable zip archive: {archive_path}") from None
-    members = sorted(
-        (member for member in archive.infolist()
+    chosen = sorted(
+        ((index, member) for index, member in members
          if member.filename.endswith(suffixes) and not SKIPPED_DIR_NAMES.intersection(member.filename.split("/")[:-1])),
-        key=lambda member: member.filename,
+        key=lambda indexed: indexed[1].filename,
     )
-    return [
-        SourceFile(archive_path.stem, member.filename, functools.partial(_read_member, archive, member, max_file_mb),
-                   f"{archive_path}/{member.filename}")
-        for member in members
-    ]
+    return [SourceFile(archive_path.stem, member.filename, archive_path, index) for index, member in chosen]
 
 
 class _Skipped(Exception):
     """A source file that is not read; the message says why."""
+
+
+@dataclass(frozen=True)
+class FileReader:
+    """Reads the functions of one source file, in this process or in a worker (it is picklable:
+    the language goes by name)."""
+
+    language: str
+    require_docstring: bool
+    min_statements: int
+    max_file_mb: float
+
+    def __call__(self, source_file: SourceFile) -> tuple[list[CodeFunction], str | None]:
+        """The functions the language plug-in finds in the file, or the reason the file was skipped."""
+        try:
+            source = self._read_bytes(source_file).decode("utf-8-sig")
+        except _Skipped as skipped:
+            return [], str(skipped)
+        except (OSError, zipfile.BadZipFile):
+            return [], "unreadable"
+        except UnicodeDecodeError:
+            return [], "not UTF-8"
+        # Checked up front: Python versions disagree on which exception a NUL byte raises.
+        if "\0" in source:
+            return [], "with NUL bytes"
+        try:
+            return LANGUAGES[self.language].extract_functions(
+                source, source_file.path, self.require_docstring, self.min_statements
+            ), None
+        except SyntaxError:  # includes IndentationError
+            return [], "unparsable"
+        except (RecursionError, MemoryError):
+            return [], "too deep to parse"
+
+    def digest(self, source_file: SourceFile) -> str | None:
+        """sha256 of the file's bytes; None for a file that is not read (as `__call__` skips it)."""
+        try:
+            return hashlib.sha256(self._read_bytes(source_file)).hexdigest()
+        except (_Skipped, OSError, zipfile.BadZipFile):
+            return None
+
+    def _read_bytes(self, source_file: SourceFile) -> bytes:
+        if source_file.member is None:
+            return _read_file(source_file.location, self.max_file_mb)
+        return _read_member(_open_archive(source_file.location), source_file.member, self.max_file_mb)
+
+
+# The archives this process has open while it reads them (the JDK's src.zip takes 0.1 s to open).
+# A worker process starts with none (`ordered_map` starts fresh ones), so none shares an open file.
+_open_archives: dict[Path, zipfile.ZipFile] = {}
+
+
+def _open_archive(path: Path) -> zipfile.ZipFile:
+    if path not in _open_archives:
+        _open_archives[path] = zipfile.ZipFile(path)
+    return _open_archives[path]
+
+
+@contextmanager
+def _archives_closed_after() -> Iterator[None]:
+    """Closes the archives this process opened to read in the block (a worker's close when it ends)."""
+    try:
+        yield
+    finally:
+        for archive in _open_archives.values():
+            archive.close()
+        _open_archives.clear()
 
 
 def _read_file(path: Path, max_file_mb: float) -> bytes:
@@ -361,7 +429,8 @@ def _read_file(path: Path, max_file_mb: float) -> bytes:
         return _at_most(stream, max_file_mb)
 
 
-def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, max_file_mb: float) -> bytes:
+def _read_member(archive: zipfile.ZipFile, index: int, max_file_mb: float) -> bytes:
+    member = archive.infolist()[index]
     if member.is_dir():
         raise _Skipped("not a regular file")
     with archive.open(member) as stream:
@@ -374,29 +443,6 @@ def _at_most(stream, max_file_mb: float) -> bytes:
     if len(data) > limit:
         raise _Skipped(f"larger than {max_file_mb:g} MB")
     return data
-
-
-def read_functions(
-    source_file: SourceFile, extract: Callable[[str, str], list[CodeFunction]]
-) -> tuple[list[CodeFunction], str | None]:
-    """The functions `extract` finds in the file, or the reason the file was skipped."""
-    try:
-        source = source_file.read_bytes().decode("utf-8-sig")
-    except _Skipped as skipped:
-        return [], str(skipped)
-    except (OSError, zipfile.BadZipFile):
-        return [], "unreadable"
-    except UnicodeDecodeError:
-        return [], "not UTF-8"
-    # Checked up front: Python versions disagree on which exception a NUL byte raises.
-    if "\0" in source:
-        return [], "with NUL bytes"
-    try:
-        return extract(source, source_file.path), None
-    except SyntaxError:  # includes IndentationError
-        return [], "unparsable"
-    except (RecursionError, MemoryError):
-        return [], "too deep to parse"
 
 
 def _wanted_functions(require_docstring: bool, min_statements: int) -> str:

@@ -25,6 +25,9 @@ Training data has the same form (one cut per function), so a causal language mod
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import itertools
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -40,11 +43,16 @@ from telly.data.corpus import (
 )
 from telly.data.formats import write_jsonl
 from telly.data.language import CodeFunction
+from telly.data.languages import LANGUAGES
+from telly.data.parallel import ordered_map
 
 LINE_START = "<s>"
 LINE_END = "<EOL>"
 
-# A record, or the reason the function gives none.
+# Functions a worker process makes records of at a time (`jobs`).
+FUNCTIONS_PER_CHUNK = 64
+
+# A record, or the reason the function gives none; picklable, for worker processes.
 _MakeRecord = Callable[[CodeFunction], dict | str]
 
 
@@ -57,21 +65,15 @@ def build_code_generation(
     language: str = "python",
     overwrite: bool = False,
     max_file_mb: float = MAX_FILE_MB,
+    jobs: int | None = None,
 ) -> TaskDataSummary:
     """Write CONCODE-style `{"nl", "code"}` JSON lines for every documented function (into
-    `out_dir` as `new_data_folder` says)."""
+    `out_dir` as `new_data_folder` says), the same whatever the number of worker processes
+    (`jobs`, as `read_split_corpus` says)."""
     with new_data_folder(out_dir, sources, overwrite) as folder:
         corpus = read_split_corpus(sources, seed, valid_fraction, test_fraction, language=language,
-                                   max_file_mb=max_file_mb)
-
-        def record(function: CodeFunction) -> dict | str:
-            example = corpus.language.generation_example(function)
-            if isinstance(example, str):
-                return example
-            signature, body = example
-            return {"nl": f"{function.summary} signature: {signature}", "code": body}
-
-        return _write_records(corpus, folder, record)
+                                   max_file_mb=max_file_mb, jobs=jobs)
+        return _write_records(corpus, folder, functools.partial(_generation_record, language), jobs)
 
 
 def build_line_completion(
@@ -83,41 +85,53 @@ def build_line_completion(
     language: str = "python",
     overwrite: bool = False,
     max_file_mb: float = MAX_FILE_MB,
+    jobs: int | None = None,
 ) -> TaskDataSummary:
     """Write CodeXGLUE-style `{"input", "gt"}` JSON lines, one cut per function (into `out_dir` as
-    `new_data_folder` says).
+    `new_data_folder` says), the same whatever the number of worker processes (`jobs`).
 
     The cut of each function depends only on `seed` and the function's code.
     """
     with new_data_folder(out_dir, sources, overwrite) as folder:
         corpus = read_split_corpus(
             sources, seed, valid_fraction, test_fraction, require_docstring=False, language=language,
-            max_file_mb=max_file_mb,
+            max_file_mb=max_file_mb, jobs=jobs,
         )
-
-        def record(function: CodeFunction) -> dict | str:
-            lines = corpus.language.completion_lines(function)
-            if isinstance(lines, str):
-                return lines
-            return _completion_record(lines, random.Random(f"{seed}:{function.code}"))
-
-        return _write_records(corpus, folder, record)
+        return _write_records(corpus, folder, functools.partial(_line_completion_record, language, seed), jobs)
 
 
-def _write_records(corpus: SplitCorpus, out_dir: Path, make_record: _MakeRecord) -> TaskDataSummary:
-    """One record per function that gives one, `{split}.jsonl` per split; what was left out, why."""
+def _generation_record(language: str, function: CodeFunction) -> dict | str:
+    example = LANGUAGES[language].generation_example(function)
+    if isinstance(example, str):
+        return example
+    signature, body = example
+    return {"nl": f"{function.summary} signature: {signature}", "code": body}
+
+
+def _line_completion_record(language: str, seed: int, function: CodeFunction) -> dict | str:
+    lines = LANGUAGES[language].completion_lines(function)
+    if isinstance(lines, str):
+        return lines
+    return _completion_record(lines, random.Random(f"{seed}:{function.code}"))
+
+
+def _write_records(corpus: SplitCorpus, out_dir: Path, make_record: _MakeRecord, jobs: int | None) -> TaskDataSummary:
+    """One record per function that gives one, `{split}.jsonl` per split; what was left out, why.
+    `jobs` worker processes make the records (`ordered_map`)."""
     left_out: Counter[str] = Counter()
     split_records = {}
-    for split in SPLITS:
-        records = []
-        for function in corpus.functions(split):
-            record = make_record(function)
-            if isinstance(record, str):
-                left_out[record] += 1
-            else:
-                records.append(record)
-        write_jsonl(out_dir / f"{split}.jsonl", records)
-        split_records[split] = len(records)
+    functions = [corpus.functions(split) for split in SPLITS]
+    every_function = [function for split in functions for function in split]
+    with contextlib.closing(ordered_map(make_record, every_function, jobs, FUNCTIONS_PER_CHUNK)) as made:
+        for split, split_functions in zip(SPLITS, functions):
+            records = []
+            for record in itertools.islice(made, len(split_functions)):
+                if isinstance(record, str):
+                    left_out[record] += 1
+                else:
+                    records.append(record)
+            write_jsonl(out_dir / f"{split}.jsonl", records)
+            split_records[split] = len(records)
     return TaskDataSummary(corpus.summary, "examples", split_records, dict(left_out))
 
 

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from telly.data.language import MIN_DOCSTRING_WORDS, CodeFunction, summary_tokens
 
 _FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
+# The fields that hold statements (or the `except` clauses and `match` cases that hold them).
+_STATEMENT_LISTS = frozenset({"body", "orelse", "finalbody", "handlers", "cases"})
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 LAYOUT_TOKENS = frozenset(
@@ -67,17 +69,24 @@ def docstring_summary(docstring: str) -> str:
     return " ".join(_PARAGRAPH_BREAK.split(docstring, maxsplit=1)[0].split())
 
 
-def _functions_with_names(tree: ast.AST, prefix: str = "") -> Iterator[tuple[_FunctionNode, str]]:
-    """Yield `(function node, qualified name)` for every function, in source order."""
-    for child in ast.iter_child_nodes(tree):
-        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            name = prefix + child.name
-            if not isinstance(child, ast.ClassDef):
-                yield child, name
-            yield from _functions_with_names(child, name + ".")
-        else:
-            # Functions defined under `if`, `try`, `with`, ... keep the enclosing prefix.
-            yield from _functions_with_names(child, prefix)
+def _functions_with_names(node: ast.AST, prefix: str = "") -> Iterator[tuple[_FunctionNode, str]]:
+    """Yield `(function node, qualified name)` for every function, in source order.
+
+    Only statements define functions, so the walk follows the statement lists alone and never
+    enters an expression (a lambda's body is one): most of a tree's nodes are never visited.
+    """
+    for field in node._fields:
+        if field not in _STATEMENT_LISTS:
+            continue
+        for child in getattr(node, field):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = prefix + child.name
+                if not isinstance(child, ast.ClassDef):
+                    yield child, name
+                yield from _functions_with_names(child, name + ".")
+            else:
+                # Functions defined under `if`, `try`, `with`, `match`, ... keep the enclosing prefix.
+                yield from _functions_with_names(child, prefix)
 
 
 def _statement_count(node: _FunctionNode) -> int:

@@ -11,7 +11,6 @@ the run's training read code: its code tokens (docstring left out) up to `--max-
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -22,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from telly.data.corpus import language_named, read_functions, source_files
+from telly.data.corpus import FileReader, language_named, source_files
 from telly.errors import UserError
 from telly.files import atomic_path, read_json, write_json
 from telly.run_folder import BEST_CHECKPOINT
@@ -88,24 +87,24 @@ def updated_index(folder: Path, model_key: str, sources: list[Path], language: s
     """The index of `sources` in `folder`, brought up to date (and rewritten when anything changed)."""
     old_index, old_vectors = read_index(folder, model_key)
     plugin = language_named(language)
-    extract = functools.partial(plugin.extract_functions, require_docstring=False)
+    reader = FileReader(plugin.name, require_docstring=False, min_statements=0, max_file_mb=max_file_mb)
     files, kept_rows, texts = {}, [], []
-    for source_file in source_files(sources, plugin.suffixes, max_file_mb):
-        if source_file.location in files:  # named twice among the sources
+    for source_file in source_files(sources, plugin.suffixes):
+        if source_file.where in files:  # named twice among the sources
             continue
-        digest = source_file.digest()
+        digest = reader.digest(source_file)
         if digest is None:
             continue
-        old = old_index["files"].get(source_file.location)
+        old = old_index["files"].get(source_file.where)
         if old is not None and old["sha256"] == digest:
             functions = [{**function, "row": len(kept_rows) + index} for index, function in enumerate(old["functions"])]
             kept_rows += [function["row"] for function in old["functions"]]
         else:
-            found, _ = read_functions(source_file, extract)
+            found, _ = reader(source_file)
             functions = [{"name": function.func_name, "line": function.line, "new": len(texts) + index}
                          for index, function in enumerate(found)]
             texts += [" ".join(function.code_tokens) for function in found]
-        files[source_file.location] = {"sha256": digest, "functions": functions}
+        files[source_file.where] = {"sha256": digest, "functions": functions}
     new_vectors = encode(texts) if texts else None
     for file in files.values():  # new functions follow the kept ones
         for function in file["functions"]:

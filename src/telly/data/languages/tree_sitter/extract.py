@@ -8,6 +8,7 @@ CodeXGLUE's Java data.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import tree_sitter
@@ -37,7 +38,7 @@ class FunctionReader:
         data = source.encode("utf-8")
         lines = source.split("\n")
         functions = []
-        for node, qualified_name in self._functions_with_names(self.trees.parser.parse(data).root_node, ""):
+        for node, qualified_name in self._functions_with_names(self.trees.parser.parse(data).root_node):
             body = node.child_by_field_name("body")
             if node.has_error or body is None:
                 continue
@@ -67,18 +68,33 @@ class FunctionReader:
             )
         return functions
 
-    def _functions_with_names(self, node: tree_sitter.Node, prefix: str) -> Iterator[tuple[tree_sitter.Node, str]]:
-        """`(function node, qualified name)` for every function under `node`, in source order."""
-        for child in node.named_children:
-            name_node = child.child_by_field_name("name")
-            name = prefix + name_node.text.decode("utf-8") if name_node is not None else None
-            if child.type in self.spec.function_types and name is not None:
-                yield child, name
-                yield from self._functions_with_names(child, name + ".")
-            elif child.type in self.spec.scope_types and name is not None:
-                yield from self._functions_with_names(child, name + ".")
-            else:
-                yield from self._functions_with_names(child, prefix)
+    @functools.cached_property
+    def _function_query(self) -> tree_sitter.Query:
+        patterns = " ".join(f"({node_type})" for node_type in sorted(self.spec.function_types))
+        return tree_sitter.Query(self.trees.parser.language, f"[{patterns}] @function")
+
+    def _functions_with_names(self, root: tree_sitter.Node) -> Iterator[tuple[tree_sitter.Node, str]]:
+        """`(function node, qualified name)` for every named function under `root`, in source order.
+
+        A tree-sitter query finds the functions without a visit from Python to every node of the
+        tree; the named functions and scopes (classes, modules) around one qualify its name.
+        """
+        found = tree_sitter.QueryCursor(self._function_query).captures(root).get("function", [])
+        for node in sorted(found, key=lambda function: function.start_byte):  # an outer function first
+            names = [self._name(node)]
+            if names[0] is None:
+                continue
+            around = node.parent
+            while around is not None:
+                if around.type in self.spec.function_types or around.type in self.spec.scope_types:
+                    names.append(self._name(around))
+                around = around.parent
+            yield node, ".".join(name for name in reversed(names) if name is not None)
+
+    @staticmethod
+    def _name(node: tree_sitter.Node) -> str | None:
+        name = node.child_by_field_name("name")
+        return None if name is None else name.text.decode("utf-8")
 
     def _doc_comments(self, node: tree_sitter.Node, lines: list[str]) -> list[tree_sitter.Node]:
         """The comments directly above `node`, each alone on its lines, top first."""

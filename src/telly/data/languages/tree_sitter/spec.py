@@ -82,14 +82,20 @@ class Trees:
         raise ValueError(f"no {self.spec.display_name} function in the code")
 
     def tokens(self, node: tree_sitter.Node) -> Iterator[tree_sitter.Node]:
-        """The code tokens under `node` in order: leaves and whole string literals, no comments."""
-        if node.type in self.spec.comment_types or node.start_byte == node.end_byte:
-            return
-        if node.child_count == 0 or node.type in self.spec.string_types:
-            yield node
-            return
-        for child in node.children:
-            yield from self.tokens(child)
+        """The code tokens under `node` in order: leaves and whole string literals, no comments.
+
+        The walk keeps its own stack of nodes to visit: a token is handed up once, not through a
+        generator per level of the tree.
+        """
+        pending = [node]
+        while pending:
+            node = pending.pop()
+            if node.type in self.spec.comment_types or node.start_byte == node.end_byte:
+                continue
+            if node.child_count == 0 or node.type in self.spec.string_types:
+                yield node
+            else:
+                pending.extend(reversed(node.children))
 
     def statement_count(self, node: tree_sitter.Node) -> int:
         """The statements of every statement list in `node`, nested ones included."""

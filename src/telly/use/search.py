@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from telly.data.corpus import FileReader, language_named, source_files
 from telly.errors import UserError
-from telly.files import atomic_path, read_json, write_json
+from telly.files import atomic_path, file_sha256, read_json, write_json
 from telly.run_folder import BEST_CHECKPOINT
 from telly.runtime import Runtime
 from telly.use.export import load_run
@@ -142,10 +142,3 @@ def write_index(folder: Path, index: dict, vectors: torch.Tensor) -> None:
     except OSError as error:
         raise UserError(f"cannot write the search index in {folder}: {error.strerror or error}") from None
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/telly data build --out $(DEMO)/data
+	$(BIN)/telly data build --out $(DEMO)/data --overwrite
 	$(BIN)/telly finetune --task code-search --data $(DEMO)/data --out $(DEMO)/full --freeze -1 \
 		--max-train-examples $(DEMO_TRAIN) --max-eval-examples $(DEMO_EVAL) --overwrite
 	$(BIN)/telly finetune --task code-search --data $(DEMO)/data --out $(DEMO)/telly-3 --freeze 3 \
@@ -43,7 +43,7 @@ demo: $(STAMP)
 # full fine-tuning on every task and RSA/CKA per layer against the pre-trained model.
 study: $(STAMP)
 	for task in $(STUDY_TASKS); do \
-		$(BIN)/telly data build --task $$task --out $(STUDY)/data/$$task && \
+		$(BIN)/telly data build --task $$task --out $(STUDY)/data/$$task --overwrite && \
 		$(BIN)/telly finetune --task $$task --model $(MODEL) --data $(STUDY)/data/$$task --out $(STUDY)/runs/$$task \
 			--max-train-examples $(STUDY_TRAIN) --max-eval-examples $(STUDY_EVAL) --beam-size 1 --overwrite || exit 1; \
 	done
@@ -73,8 +73,8 @@ DATA_TASKS ?= code-search clone-detection code-generation code-completion
 
 data-java: $(STAMP)
 	test -f $(JDK_SRC) || apt-get install -y openjdk-17-source
-	for task in $(DATA_TASKS); do $(BIN)/telly data build $(JDK_SRC) --task $$task --out $(DATA)/java/$$task || exit 1; done
+	for task in $(DATA_TASKS); do $(BIN)/telly data build $(JDK_SRC) --task $$task --out $(DATA)/java/$$task --overwrite || exit 1; done
 
 data-ruby: $(STAMP)
 	test -d $(RUBY_STDLIB) || apt-get install -y ruby
-	for task in $(DATA_TASKS); do $(BIN)/telly data build $(RUBY_STDLIB) --task $$task --out $(DATA)/ruby/$$task || exit 1; done
+	for task in $(DATA_TASKS); do $(BIN)/telly data build $(RUBY_STDLIB) --task $$task --out $(DATA)/ruby/$$task --overwrite || exit 1; done

@@ -17,7 +17,7 @@ import resource
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +74,7 @@ class Training:
     cache: FrozenPrefixCache | None
     # --freeze progressive: each block's gradient norm summed over the interval in progress
     current_norms: list[float] | None = None
+    blocks: list[torch.nn.Module] = field(default_factory=list)  # the backbone's, found once
 
     @property
     def progressive_interval(self) -> int:
@@ -106,7 +107,8 @@ def set_up(config: FinetuneConfig, out: Path, processes, runtime: Runtime) -> Tr
     log.info("data: %d train / %d valid / %d test examples from %s", len(train), len(valid), len(test), config.data)
 
     model, _ = build_task_model(task, config)
-    num_layers = find_backbone(model).num_layers
+    backbone = find_backbone(model)
+    num_layers = backbone.num_layers
     params = param_report(model, model.components())
     variant = f"LoRA r={config.lora.rank}" if config.method == "lora" else f"K={config.freeze}"
     log.info("model: %s, %d layers, %s; %s", config.model, num_layers, variant, params)
@@ -122,7 +124,7 @@ def set_up(config: FinetuneConfig, out: Path, processes, runtime: Runtime) -> Tr
     runtime.reset_peak_memory()
     return Training(config, out, processes, runtime, task, model, train, valid, test, params, num_layers,
                     steps_per_epoch, trainable, optimizer, scheduler, runtime.grad_scaler(), policy, clock, cache,
-                    [0.0] * num_layers if config.freeze == PROGRESSIVE else None)
+                    [0.0] * num_layers if config.freeze == PROGRESSIVE else None, list(backbone.blocks))
 
 
 def build_task_model(task: Task, config: FinetuneConfig):
@@ -245,9 +247,8 @@ def train_step(run: Training, indices: list[int]) -> float:
     if processes.num_processes > 1:
         loss = sum_over_processes([p for p in run.trainable if p.requires_grad], loss)  # not what progressive froze
     run.scaler.unscale_(run.optimizer)  # clip the true gradients (a no-op without fp16)
-    if run.current_norms is not None:
-        blocks = find_backbone(run.model).blocks
-        run.current_norms = [total + norm for total, norm in zip(run.current_norms, block_gradient_norms(blocks))]
+    if run.current_norms is not None:  # found once: not a search of the model at every step
+        run.current_norms = [total + norm for total, norm in zip(run.current_norms, block_gradient_norms(run.blocks))]
     torch.nn.utils.clip_grad_norm_(run.trainable, MAX_GRAD_NORM)
     run.scaler.step(run.optimizer)
     run.scaler.update()

@@ -178,7 +178,8 @@ def sequences(tokenizer, data, max_code_len=64) -> set[tuple[int, ...]]:
 
 
 def shards(folder):
-    return sorted(folder.glob("*.safetensors"))
+    """The shard files under a spill folder (each K's in its own `k<K>/`)."""
+    return sorted(folder.rglob("*.safetensors"))
 
 
 def shard_shapes(path) -> list[list[int]]:
@@ -300,6 +301,45 @@ def test_a_damaged_shard_is_computed_again_not_a_crash(tokenizer, email_corpus, 
     assert f"{damaged} is damaged" in caplog.text and not damaged.exists()
     everything = len(sequences(tokenizer, data))
     assert fill(cache, task, model, data) == FillCounts(reused=everything - lost, computed=lost)
+
+
+# Growing the cache (--freeze progressive): the newly frozen blocks run once over the stored states.
+
+
+@pytest.mark.parametrize("spill", [False, True])
+def test_a_grown_cache_runs_only_the_newly_frozen_blocks_and_replays_the_uncached_losses(spill, tokenizer, email_corpus,
+                                                                                         tmp_path):
+    """Cached at K=1, trained two steps (blocks 1-3 change), frozen to K=3: growing runs blocks 1
+    and 2 once per encoder call over the stored states, and block 0 and block 3 not at all; then
+    training replays exactly what a model frozen at K=3 without a cache computes."""
+    encoder, task, data = tiny_encoder(tokenizer), search_task(tokenizer), examples(email_corpus)
+    batches = [task.collate(data[i : i + 8]) for i in range(0, len(data), 8)]
+    folder = tmp_path / "spill" if spill else None
+    model = frozen_model(task, encoder, 1)
+    cache = FrozenPrefixCache(model, 1, spill_folder=folder, memory_limit=0 if spill else None)
+    fill(cache, task, model, data)
+    train_losses(task, model, batches[:2], cache)
+    freeze(model, 3)
+    expected = train_losses(task, copy.deepcopy(model), batches * 2)
+
+    layers = model.encoder.encoder.layer
+    below, newly_frozen, above = count_forwards(layers[0]), count_forwards(layers[1], layers[2]), count_forwards(layers[3])
+    calls = 2 * math.ceil(len(data) / 5)  # queries and code: two encoder calls per batch of 5
+    everything = len(sequences(tokenizer, data))
+    assert grow(cache, task, model, 3, data) == FillCounts(reused=0, computed=everything)
+    assert (len(below), len(newly_frozen), len(above)) == (0, 2 * calls, 0)
+    assert cache.k == 3 and len(cache) == everything
+    assert train_losses(task, model, batches * 2, cache) == pytest.approx(expected, abs=1e-5)
+    assert all(type(block).__name__ == "BertLayer" for block in layers)
+    if spill:  # K=1's shards are gone; a resumed run at K=3 finds every grown state valid
+        assert {path.parent.name for path in shards(folder)} == {"k3"}
+        resumed = FrozenPrefixCache(model, 3, spill_folder=folder, memory_limit=0)
+        assert fill(resumed, task, model, data) == FillCounts(reused=everything, computed=0)
+
+
+def grow(cache, task, model, k, data, size=5) -> FillCounts:
+    return cache.grow(model, k, lambda: [task.loss(model, task.collate(data[i : i + size]))
+                                         for i in range(0, len(data), size)])
 
 
 def test_the_memory_limit_must_be_positive():

@@ -1,6 +1,7 @@
 """--freeze progressive: blocks freeze during training once their gradients stop changing."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -98,3 +99,28 @@ def test_a_progressive_run_resumes_with_its_blocks_frozen_and_gives_the_same_met
     resumed = json.loads((out / "metrics.json").read_text())
     assert resumed["test"] == expected["test"] and resumed["progressive"][0]["step"] == expected["progressive"][0]["step"]
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in expected["history"]]
+
+
+def test_a_progressive_run_with_the_cache_grows_it_and_gives_the_uncached_metrics(tiny_bert_dir, email_corpus, tmp_path,
+                                                                                 monkeypatch):
+    """Freezes scripted to K=1 at step 4 and K=3 at step 6: the first fills the activation cache,
+    the second grows it from the stored states; the run gives what the same run without the cache
+    gives (same freezing, losses, valid and test scores)."""
+    monkeypatch.setattr(train_module, "blocks_to_freeze", lambda k, previous, current, threshold: {-1: 1, 1: 3}.get(k, k))
+    runs = {}
+    for name, extra in (("cached", []), ("uncached", ["--no-cache"])):
+        assert main(progressive_argv(tiny_bert_dir, email_corpus, tmp_path / name, *extra)) == 0
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    cached, uncached = runs["cached"], runs["uncached"]
+    assert [(e["k"], e["step"]) for e in cached["progressive"]] == [(1, 4), (3, 6)] == \
+        [(e["k"], e["step"]) for e in uncached["progressive"]]
+    assert cached["activation_cache"] and not uncached["activation_cache"]
+    assert [h["train_loss"] for h in cached["history"]] == pytest.approx([h["train_loss"] for h in uncached["history"]],
+                                                                          abs=1e-5)
+    assert [h["valid"] for h in cached["history"]] == [pytest.approx(h["valid"], abs=1e-5) for h in uncached["history"]]
+    assert cached["test"] == pytest.approx(uncached["test"], abs=1e-5)
+    log = (tmp_path / "cached" / "log.txt").read_text()
+    assert re.search(r"activation cache: (\d+) sequences computed, 0 stored already", log)
+    grown = re.search(r"activation cache grown from K=1 to K=3: blocks 1-2 ran over (\d+) stored sequences", log)
+    assert grown and int(grown[1]) == int(re.search(r"activation cache: (\d+) sequences computed", log)[1])
+    assert not (tmp_path / "cached" / "activation-cache").exists()

@@ -62,7 +62,7 @@ def test_a_resumed_run_reuses_the_spilled_activation_cache(tiny_bert_dir, email_
     argv = finetune_argv(tiny_bert_dir, email_corpus, out, "--checkpoint-every", "5", "--cache-memory-mb", "1")
     start_and_kill(argv, out, "step-00000005")
     spilled = 0
-    for shard in (out / SPILL_FOLDER).glob("*.safetensors"):
+    for shard in (out / SPILL_FOLDER).rglob("*.safetensors"):
         with safe_open(shard, framework="pt") as states:
             spilled += len(states.keys())
     assert main([*argv, "--resume"]) == 0

@@ -6,7 +6,7 @@
       log.txt                  what the run printed
       best/model.safetensors   the best validation point's weights (the task model's state dict)
       checkpoints/             resumable state while the run is unfinished (telly.checkpoints)
-      activation-cache/        spilled activation-cache shards while the run is unfinished
+      activation-cache/k<K>/   spilled activation-cache shards while the run is unfinished
       auto-freeze/             the brief run that chose K, and recommendation.json (--freeze auto)
 """
 

@@ -16,6 +16,7 @@ import random
 import resource
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +121,7 @@ def set_up(config: FinetuneConfig, out: Path, processes, runtime: Runtime) -> Tr
     clock = TrainingClock()
     policy = stop_policy(config, steps_per_epoch)
     scheduler = policy.schedule(optimizer, config.warmup_fraction, clock)
-    cache = prefix_cache(model, config, processes)
+    cache = prefix_cache(model, config, processes, frozen_at_start(config))
     runtime.reset_peak_memory()
     return Training(config, out, processes, runtime, task, model, train, valid, test, params, num_layers,
                     steps_per_epoch, trainable, optimizer, scheduler, runtime.grad_scaler(), policy, clock, cache,
@@ -134,11 +135,15 @@ def build_task_model(task: Task, config: FinetuneConfig):
     model = task.build_model(pretrained)
     if config.method == "lora":
         apply_lora(model, pretrained, config.lora.rank, config.lora.alpha, config.lora.target_modules)
-    else:  # a progressive run starts with every layer trainable
-        k = FULL_FINETUNING if config.freeze == PROGRESSIVE else config.freeze
-        freeze(model, k, freeze_decoder=config.freeze_decoder)
+    else:
+        freeze(model, frozen_at_start(config), freeze_decoder=config.freeze_decoder)
     task.runtime.place(model)
     return model, pretrained
+
+
+def frozen_at_start(config: FinetuneConfig) -> int:
+    """K at the start of training: a progressive run starts with every layer trainable."""
+    return FULL_FINETUNING if config.freeze == PROGRESSIVE else config.freeze
 
 
 def resume_or_start(run: Training) -> TrainingState:
@@ -154,9 +159,10 @@ def resume_or_start(run: Training) -> TrainingState:
         state = TrainingState(zero_shot=zero_shot, frozen_k=FULL_FINETUNING if run.current_norms is not None else None)
     else:
         log.info("resumed at epoch %d, step %d of %d", state.epoch, state.step_in_epoch, run.steps_per_epoch)
-        if run.current_norms is not None:  # progressive: the blocks frozen so far stay frozen
+        if run.current_norms is not None:  # progressive: the blocks frozen so far stay frozen, cached
             freeze(run.model, state.frozen_k, freeze_decoder=run.config.freeze_decoder)
             run.current_norms = state.current_norms
+            run.cache = prefix_cache(run.model, run.config, run.processes, state.frozen_k)
     run.clock.seconds_before = state.train_seconds
     return state
 
@@ -169,23 +175,22 @@ def train_until_evaluation(run: Training, state: TrainingState) -> None:
     fill_cache(run)
     epoch_batches = batches(epoch_order(len(run.train), run.config.seed, state.epoch), run.config.batch_size)
     evaluation_due = False
-    with run.cache.replaying() if run.cache is not None else nullcontext():
-        # Redrawn after every step whatever its speed (a training step is never too fast to draw).
-        progress = tqdm(epoch_batches[state.step_in_epoch :], desc=run.policy.label(state), unit="step", leave=False,
-                        disable=None, mininterval=0, miniters=1)
-        for indices in progress:
-            record_step(run, state, train_step(run, indices))
-            if run.current_norms is not None and state.global_step % run.progressive_interval == 0:
-                freeze_blocks_that_stopped_changing(run, state)
-            progress.set_postfix(loss=f"{state.losses_since_evaluation[-1]:.4f}")  # drawn at once: steps are slow
-            if run.policy.validates_mid_epoch:
-                evaluation_due = processes_agree_on(run.policy.evaluation_due(state, run.clock.seconds), run)
-                if evaluation_due:
-                    break
-            if run.config.checkpoint_every and state.global_step % run.config.checkpoint_every == 0 \
-                    and state.step_in_epoch < len(epoch_batches):
-                save_checkpoint_on_main(run, dataclasses.replace(
-                    state, epoch_seconds=state.epoch_seconds + run.clock.since_start(), train_seconds=run.clock.seconds))
+    # Redrawn after every step whatever its speed (a training step is never too fast to draw).
+    progress = tqdm(epoch_batches[state.step_in_epoch :], desc=run.policy.label(state), unit="step", leave=False,
+                    disable=None, mininterval=0, miniters=1)
+    for indices in progress:
+        record_step(run, state, train_step(run, indices))
+        if run.current_norms is not None and state.global_step % run.progressive_interval == 0:
+            freeze_blocks_that_stopped_changing(run, state)
+        progress.set_postfix(loss=f"{state.losses_since_evaluation[-1]:.4f}")  # drawn at once: steps are slow
+        if run.policy.validates_mid_epoch:
+            evaluation_due = processes_agree_on(run.policy.evaluation_due(state, run.clock.seconds), run)
+            if evaluation_due:
+                break
+        if run.config.checkpoint_every and state.global_step % run.config.checkpoint_every == 0 \
+                and state.step_in_epoch < len(epoch_batches):
+            save_checkpoint_on_main(run, dataclasses.replace(
+                state, epoch_seconds=state.epoch_seconds + run.clock.since_start(), train_seconds=run.clock.seconds))
     state.epoch_seconds += run.clock.stop()
     state.train_seconds = run.clock.seconds
     epoch_finished = state.step_in_epoch == len(epoch_batches)
@@ -213,13 +218,35 @@ def fill_cache(run: Training) -> None:
     """Store the frozen prefix's output of every training sequence, once (the time counts as training)."""
     if run.cache is None or run.cache.filled:
         return
-    rng_states = rng_snapshot()  # filling draws no random numbers, but a resumed run must not depend on it
-    fill_batches = tqdm(batches(list(range(len(run.train))), run.config.batch_size), desc="caching frozen layers",
-                        leave=False, disable=None)
-    counts = run.cache.fill(run.model, lambda: [batch_loss(run, [run.train[i] for i in b]) for b in fill_batches])
-    restore_rng(*rng_states)
+    counts = run.cache.fill(run.model, training_pass(run, "caching frozen layers"))
     log.info("activation cache: %d sequences computed, %d stored already (in %s or by an evaluation), after %.1f s",
              counts.computed, counts.reused, run.cache.spill_folder, run.clock.since_start())
+
+
+def cache_newly_frozen_blocks(run: Training, k: int) -> None:
+    """--freeze progressive, the bottom `k` blocks just frozen: the first freeze fills the activation
+    cache; a later one grows it, running only the newly frozen blocks over the states it holds."""
+    if run.cache is None:
+        run.cache = prefix_cache(run.model, run.config, run.processes, k)
+        fill_cache(run)
+        return
+    below = run.cache.k
+    counts = run.cache.grow(run.model, k, training_pass(run, f"caching blocks {below}-{k - 1}"))
+    log.info("activation cache grown from K=%d to K=%d: blocks %d-%d ran over %d stored sequences (%d stored already)",
+             below, k, below, k - 1, counts.computed, counts.reused)
+
+
+def training_pass(run: Training, description: str) -> Callable[[], None]:
+    """One pass of the task's loss over every training example, as the cache records it. It draws no
+    random numbers, but a resumed run must not depend on that."""
+    def run_batches() -> None:
+        rng_states = rng_snapshot()
+        for indices in tqdm(batches(list(range(len(run.train))), run.config.batch_size), desc=description,
+                            leave=False, disable=None):
+            batch_loss(run, [run.train[i] for i in indices])
+        restore_rng(*rng_states)
+
+    return run_batches
 
 
 def batch_loss(run: Training, examples: list) -> torch.Tensor:
@@ -241,8 +268,9 @@ def train_step(run: Training, indices: list[int]) -> float:
     share = indices[processes.process_index :: processes.num_processes]
     loss = torch.zeros((), device=run.runtime.device)
     if share:
-        loss = batch_loss(run, [run.train[i] for i in share]) * (len(share) / len(indices))
-        run.scaler.scale(loss).backward()
+        with run.cache.replaying() if run.cache is not None else nullcontext():
+            loss = batch_loss(run, [run.train[i] for i in share]) * (len(share) / len(indices))
+            run.scaler.scale(loss).backward()
     loss = loss.detach()
     if processes.num_processes > 1:
         loss = sum_over_processes([p for p in run.trainable if p.requires_grad], loss)  # not what progressive froze
@@ -325,6 +353,7 @@ def freeze_blocks_that_stopped_changing(run: Training, state: TrainingState) -> 
         state.freezing.append({"k": k, "step": state.global_step, "train_seconds": run.clock.seconds})
         log.info("step %d: embeddings and the bottom %d blocks frozen (their gradients stopped changing)",
                  state.global_step, k)
+        cache_newly_frozen_blocks(run, k)
 
 
 def test_and_write(run: Training, state: TrainingState, freeze_auto: dict | None) -> RunMetrics:
@@ -486,18 +515,19 @@ def save_model_atomically(model: torch.nn.Module, path: Path) -> None:
         save_model(model, str(temporary))
 
 
-def prefix_cache(model: TaskModel, config: FinetuneConfig, processes) -> FrozenPrefixCache | None:
-    """The activation cache when it applies: something frozen (every task and family supports it).
+def prefix_cache(model: TaskModel, config: FinetuneConfig, processes, k: int) -> FrozenPrefixCache | None:
+    """The activation cache of the bottom `k` blocks when it applies: something frozen (every task
+    and family supports it).
 
     Each process of a multi-process run caches every training sequence (its share of the batches
     changes every epoch) and spills into its own folder.
     """
-    if config.freeze in (FULL_FINETUNING, PROGRESSIVE) or not config.cache.enabled:
+    if k == FULL_FINETUNING or not config.cache.enabled:
         return None
     spill_folder = Path(config.out) / SPILL_FOLDER
     if processes.num_processes > 1:
         spill_folder /= f"process-{processes.process_index}"
-    return FrozenPrefixCache(model, config.freeze, spill_folder=spill_folder,
+    return FrozenPrefixCache(model, k, spill_folder=spill_folder,
                              memory_limit=config.cache.memory_mb * 2**20, device_limit=config.cache.device_mb * 2**20)
 
 

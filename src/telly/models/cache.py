@@ -11,7 +11,10 @@ it skip the prefix:
 - replaying: blocks 0..K-1 are replaced by pass-throughs, and block K's input by the stored states;
 - evaluating: replaying where every sequence of an encoder call is stored, else the whole model
   runs and block K's input is stored on the way, so that a later evaluation of the same valid or
-  test inputs replays it.
+  test inputs replays it;
+- growing (progressive freezing, from K to a higher K'): replaying through block K, recording at
+  block K', so the newly frozen blocks K..K'-1 run once over the stored states and the blocks
+  below K not at all.
 
 A block that is skipped still returns what the model's forward expects of a block: its family's
 row of the layout table says what (`Layout.stand_in`: the hidden states alone, in a tuple, or with
@@ -22,11 +25,12 @@ Stored states are looked up by the real tokens of each row (those its attention 
 neither the padding side nor the pad id matters), so a task needs no change: whatever it encodes,
 in any batch and order, finds its own prefix output. Each state holds its sequence's real tokens
 only and is kept by a `StateStore`: on the model's device while a byte limit allows, then in host
-memory up to another, beyond it in safetensors shards in a spill folder. Only calls of the encoder's
+memory up to another, beyond it in safetensors shards in a spill folder (`k<K>/` in the folder
+given, one per K). Only calls of the encoder's
 own forward count: a new decoder that embeds its targets with the encoder's embedding module (as
 CodeXGLUE's code-to-text does) never enters it, and T5's decoder is a stack of its own.
 
-The spill folder outlives an interrupted run, and a new cache on it reuses its shards while they
+The spill folder outlives an interrupted run, and a new cache on it reuses its K's shards while they
 carry the cache's fingerprint of what the states depend on besides the input (K, the model's
 configuration, the bytes of the embeddings' and blocks 0..K-1's weights). Data and length limits
 need no fingerprint: a sequence truncated differently has other token ids, so other keys, and only
@@ -39,6 +43,7 @@ import hashlib
 import inspect
 import json
 import math
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
@@ -60,8 +65,14 @@ class _PassThrough(nn.Module):
 
 
 class _Recorder(_PassThrough):
+    """Stores its input (the prefix's output) into `store`."""
+
+    def __init__(self, cache: "FrozenPrefixCache", store: StateStore):
+        super().__init__(cache)
+        self.store = store
+
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        self.cache._store(hidden_states)
+        self.cache._store(hidden_states, self.store)
         return self.cache._block_output(hidden_states, args, kwargs)
 
 
@@ -80,7 +91,7 @@ class _SkippedWhenStored(nn.Module):
 
 class FillCounts(NamedTuple):
     reused: int  # distinct sequences whose states were stored already (spilled by an earlier run, or evaluated)
-    computed: int  # distinct sequences whose states this fill computed
+    computed: int  # distinct sequences whose states this fill (or growth) computed
 
 
 class FrozenPrefixCache:
@@ -88,7 +99,8 @@ class FrozenPrefixCache:
 
     Without `spill_folder` every state stays where it was computed. With it, states are kept on an
     accelerator up to `device_limit` bytes, then in host memory up to `memory_limit`, and the rest
-    are written to shards there; the valid shards already there are reused.
+    are written to shards in its `k<K>/`; the valid shards already there are reused, another K's
+    folder is deleted.
     """
 
     def __init__(self, model: nn.Module, k: int, spill_folder: Path | None = None,
@@ -101,11 +113,13 @@ class FrozenPrefixCache:
         self.backbone, self.k = backbone, k
         self._first_block = backbone.blocks[0]  # kept: it is swapped out while the cache works
         self._encoder_arguments = inspect.signature(backbone.encoder.forward)
-        self.spill_folder = None if spill_folder is None else Path(spill_folder)
-        if spill_folder is None:
-            self.store = StateStore(device_limit=math.inf)
-        else:  # the fingerprint now, while no block is swapped for a wrapper
-            self.store = StateStore(prefix_fingerprint(backbone, k), spill_folder, memory_limit, device_limit)
+        self.spill_root = None if spill_folder is None else Path(spill_folder)
+        self.memory_limit, self.device_limit = memory_limit, device_limit
+        if self.spill_root is not None:  # another K's states are of no use
+            for other in self.spill_root.glob("k*"):
+                if other.name != f"k{k}":
+                    shutil.rmtree(other)
+        self.store = self._store_for(k)
         self.filled = False
         self._current_keys: list[tuple[int, ...]] = []
         self._current_mask: torch.Tensor | None = None  # which positions of the current call are real tokens
@@ -115,6 +129,11 @@ class FrozenPrefixCache:
     def __len__(self) -> int:
         return len(self.store)
 
+    @property
+    def spill_folder(self) -> Path | None:
+        """Where the states of the current K spill (None: they stay in memory)."""
+        return None if self.spill_root is None else self.spill_root / f"k{self.k}"
+
     @torch.no_grad()
     def fill(self, model: nn.Module, run_batches: Callable[[], None]) -> FillCounts:
         """Record the prefix output of every sequence the model sees while `run_batches()` runs.
@@ -122,19 +141,30 @@ class FrozenPrefixCache:
         The model runs in eval mode (no dropout in the frozen part); what the rest of the model
         computes in this pass is thrown away. Sequences stored already are not computed again.
         """
-        was_training = model.training
-        model.eval()
-        blocks = self.backbone.blocks
-        prefix = [_SkippedWhenStored(self, block) for block in blocks[: self.k]]
-        top = [_Recorder(self)] + [_PassThrough(self) for _ in blocks[self.k + 1 :]]
-        stored_before, self._seen = len(self), set()
-        with self._swapped(prefix + top), self._watching_encoder_calls(remember=True):
-            run_batches()
-        self.store.flush()
-        model.train(was_training)
+        prefix = [_SkippedWhenStored(self, block) for block in self.backbone.blocks[: self.k]]
+        counts = self._record(model, self.store, prefix, run_batches)
         self.filled = True
-        computed = len(self) - stored_before
-        return FillCounts(reused=len(self._seen) - computed, computed=computed)
+        return counts
+
+    @torch.no_grad()
+    def grow(self, model: nn.Module, k: int, run_batches: Callable[[], None]) -> FillCounts:
+        """Extend the cache to the bottom `k` blocks (> K, frozen since it was filled): the newly
+        frozen blocks K..k-1 run once over the stored states of every sequence `run_batches()`
+        sends (each must be stored); no block below them runs (the embeddings do, as when replaying).
+        The new states then replace the old, which are dropped (their spilled shards deleted): until
+        then both are held.
+        """
+        if k <= self.k:
+            raise ValueError(f"the cache holds the bottom {self.k} blocks already; it grows to more, not {k}")
+        grown = self._store_for(k)
+        blocks = self.backbone.blocks
+        replayed = [_PassThrough(self) for _ in range(self.k)] + list(blocks[self.k : k])
+        with self._hooked_block_k_input(self._replay_input):  # block K, the first newly frozen one
+            counts = self._record(model, grown, replayed, run_batches, at=k)
+        old_folder, self.store, self.k = self.spill_folder, grown, k
+        if old_folder is not None:
+            shutil.rmtree(old_folder, ignore_errors=True)
+        return counts
 
     @contextmanager
     def replaying(self) -> Iterator[None]:
@@ -163,6 +193,32 @@ class FrozenPrefixCache:
 
     # Internals.
 
+    def _store_for(self, k: int) -> StateStore:
+        """The store of the bottom `k` blocks' states: in memory, or spilling to its own folder
+        (taking in the valid shards an earlier run left there). Made while no block is swapped for a
+        wrapper: the fingerprint reads the blocks' weights."""
+        if self.spill_root is None:
+            return StateStore(device_limit=math.inf)
+        return StateStore(prefix_fingerprint(self.backbone, k), self.spill_root / f"k{k}", self.memory_limit,
+                          self.device_limit)
+
+    def _record(self, model: nn.Module, store: StateStore, below: list[nn.Module], run_batches: Callable[[], None],
+                at: int | None = None) -> FillCounts:
+        """Run `run_batches()` in eval mode (no dropout in the frozen part) with blocks 0.. replaced
+        by `below`, block `at` (default K) by a recorder into `store` and the blocks above it by
+        pass-throughs: what the rest of the model computes is thrown away."""
+        at = self.k if at is None else at
+        was_training = model.training
+        model.eval()
+        top = [_Recorder(self, store)] + [_PassThrough(self) for _ in self.backbone.blocks[at + 1 :]]
+        stored_before, self._seen = len(store), set()
+        with self._swapped(below + top), self._watching_encoder_calls(remember=True):
+            run_batches()
+        store.flush()
+        model.train(was_training)
+        computed = len(store) - stored_before
+        return FillCounts(reused=len(self._seen) - computed, computed=computed)
+
     def _block_output(self, hidden_states: torch.Tensor, args: tuple, kwargs: dict):
         return self.backbone.layout.stand_in(hidden_states, args, kwargs, self._first_block)
 
@@ -176,10 +232,10 @@ class FrozenPrefixCache:
         if remember:
             self._seen.update(self._current_keys)
 
-    def _store(self, hidden_states: torch.Tensor) -> None:
+    def _store(self, hidden_states: torch.Tensor, store: StateStore) -> None:
         for key, states, real in zip(self._current_keys, hidden_states, self._current_mask):
-            if key not in self.store:
-                self.store.add(key, states[real].clone())
+            if key not in store:
+                store.add(key, states[real].clone())
 
     def _replay_input(self, block, args, kwargs):
         """Block K's forward pre-hook while replaying: its input becomes the stored states."""
@@ -192,7 +248,7 @@ class FrozenPrefixCache:
         sequence of the call is stored; otherwise the input, just computed, is stored and kept."""
         if self._all_stored:
             return self._replay_input(block, args, kwargs)
-        self._store(args[0] if args else kwargs["hidden_states"])
+        self._store(args[0] if args else kwargs["hidden_states"], self.store)
         return None
 
     def _stored_states(self, like: torch.Tensor) -> torch.Tensor:

@@ -3,11 +3,13 @@
 Each task's data set is built from the same sources with `--jobs 1` and with `--jobs N`, one
 build after the other in one run, each the real command in a process of its own (its start and
 the workers' included). It prints the wall seconds, the speedup and whether the two builds wrote
-the same files (the SHA-256 of every file, printed too, to compare with other builds). The
+the same files (the SHA-256 of every file, printed too, to compare with other builds). With
+`--before SRC`, the build of an older telly's source tree (a git worktree of a revision before the
+speed-ups, run with PYTHONPATH=SRC/src) is timed beside them and its files compared too. The
 machine's load average, before and after, says how much else ran meanwhile. Usage:
 
     python bench/data_build_speed.py [SOURCES ...] [--language python] [--tasks code-search,clone-detection]
-                                     [--jobs N] [--rounds 1]
+                                     [--jobs N] [--rounds 1] [--before SRC]
 
 Without sources, the language's standard sources (this Python's standard library).
 """
@@ -37,6 +39,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=available_cores(),
                         help="worker processes of the parallel build (default: the available cores)")
     parser.add_argument("--rounds", type=int, default=1, help="builds of each kind per task, alternating")
+    parser.add_argument("--before", type=Path, help="an older telly checkout whose (one-process) build is timed beside")
     args = parser.parse_args()
     tasks = args.tasks.split(",")
     unknown = [task for task in tasks if task not in BUILDERS]
@@ -44,44 +47,64 @@ def main() -> None:
         parser.error(f"unknown task {unknown[0]!r}")
     if args.jobs < 2:
         parser.error(f"--jobs must be at least 2 to compare with one process, got {args.jobs}")
+    if args.before is not None and not (args.before / "src" / "telly").is_dir():
+        parser.error(f"--before: {args.before} holds no src/telly")
+    kinds = ([BEFORE] if args.before else []) + [1, args.jobs]
 
     print(f"load average before: {load_average()}; {available_cores()} cores available", flush=True)
     rows = []
     work = Path(tempfile.mkdtemp(prefix="telly-data-bench-"))
     try:
         for task in tasks:
-            seconds = {1: [], args.jobs: []}
+            seconds = {kind: [] for kind in kinds}
             digests = {}
             for _ in range(args.rounds):
-                for jobs in seconds:
-                    out = work / f"{task}-{jobs}"
-                    seconds[jobs].append(timed_build(args.sources, args.language, task, jobs, out))
-                    digests[jobs] = file_digests(out)
-                    print(f"{task} --jobs {jobs}: {seconds[jobs][-1]:.1f} s", flush=True)
+                for kind in kinds:
+                    out = work / f"{task}-{kind}"
+                    seconds[kind].append(timed_build(args.sources, args.language, task, kind, out, args.before))
+                    digests[kind] = file_digests(out)
+                    print(f"{task} {label(kind)}: {seconds[kind][-1]:.1f} s", flush=True)
             for name, digest in digests[1].items():
                 print(f"  {name} sha256 {digest}")
-            serial, parallel = min(seconds[1]), min(seconds[args.jobs])
-            rows.append((task, serial, parallel, digests[1] == digests[args.jobs], len(digests[1])))
+            rows.append((task, {kind: min(times) for kind, times in seconds.items()},
+                         all(digests[kind] == digests[1] for kind in kinds), len(digests[1])))
     finally:
         shutil.rmtree(work)
     print(f"load average after: {load_average()}\n")
-    print(f"| task | --jobs 1 | --jobs {args.jobs} | speedup | same files (SHA-256) |")
-    print("|---|---|---|---|---|")
-    for task, serial, parallel, same, files in rows:
-        print(f"| {task} | {serial:.1f} s | {parallel:.1f} s | {serial / parallel:.2f}x | "
-              f"{'yes' if same else 'NO'}, {files} files |")
-    if not all(same for *_, same, _ in rows):
-        sys.exit("the parallel build wrote other files than the serial one")
+    speedups = [(kind, 1) for kind in kinds if kind == BEFORE] + [(1, args.jobs)] + \
+        [(BEFORE, args.jobs) for kind in kinds if kind == BEFORE]
+    print("| task | " + " | ".join(label(kind) for kind in kinds) + " | "
+          + " | ".join(f"{label(a)} → {label(b)}" for a, b in speedups) + " | same files (SHA-256) |")
+    print("|---|" + "---|" * (len(kinds) + len(speedups) + 1))
+    for task, best, same, files in rows:
+        print(f"| {task} | " + " | ".join(f"{best[kind]:.1f} s" for kind in kinds) + " | "
+              + " | ".join(f"{best[a] / best[b]:.2f}x" for a, b in speedups) + f" | {'yes' if same else 'NO'}, {files} files |")
+    if not all(same for _, _, same, _ in rows):
+        sys.exit("the builds wrote different files")
 
 
-def timed_build(sources: list[str], language: str | None, task: str, jobs: int, out: Path) -> float:
-    """Wall seconds of one `telly data build` in a new process."""
-    command = [sys.executable, "-m", "telly.cli", "data", "build", *sources, "--task", task, "--jobs", str(jobs),
-               "--out", str(out), "--overwrite"]
+BEFORE = "before"  # the older checkout's build, in one process (it has no --jobs)
+
+
+def label(kind: int | str) -> str:
+    return "before" if kind == BEFORE else f"--jobs {kind}"
+
+
+def timed_build(sources: list[str], language: str | None, task: str, kind: int | str, out: Path,
+                before: Path | None) -> float:
+    """Wall seconds of one `telly data build` in a new process: this checkout's with `--jobs kind`,
+    or the older checkout's."""
+    command = [sys.executable, "-m", "telly.cli", "data", "build", *sources, "--task", task, "--out", str(out),
+               "--overwrite"]
+    env = None
+    if kind == BEFORE:
+        env = {**os.environ, "PYTHONPATH": str(before.resolve() / "src")}
+    else:
+        command += ["--jobs", str(kind)]
     if language:
         command += ["--language", language]
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
 
 

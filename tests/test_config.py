@@ -7,7 +7,8 @@ import pytest
 
 from telly.cli import build_parser, config_from_args
 from telly.config import (
-    FULL_FINETUNING, AutoFreezeOptions, CacheOptions, FinetuneConfig, LoraOptions, TimeBudgetOptions, flag, flat_fields,
+    FULL_FINETUNING, AutoFreezeOptions, CacheOptions, FinetuneConfig, LoraOptions, ProgressiveOptions, TimeBudgetOptions,
+    flag, flat_fields,
 )
 from telly.errors import UserError
 
@@ -64,6 +65,8 @@ def test_a_flat_config_json_of_an_older_run_still_reads():
     (lambda: AutoFreezeOptions(measure="cosine"), "--auto-freeze-measure must be one of rsa, cka, got 'cosine'"),
     (lambda: CacheOptions(device_mb=-1), "--cache-device-mb must be >= 0, got -1"),
     (lambda: TimeBudgetOptions(marks=0), "--time-marks must be > 0, got 0"),
+    (lambda: ProgressiveOptions(percentile=0), "--progressive-percentile must be in (0, 100], got 0"),
+    (lambda: ProgressiveOptions(percentile=100.5), "--progressive-percentile must be in (0, 100], got 100.5"),
     (lambda: FinetuneConfig(**REQUIRED, method="lora", freeze=2), "--freeze and --freeze-decoder belong to --method telly"),
 ])
 def test_each_group_checks_its_own_values_with_the_flag_names(make, message):

@@ -13,16 +13,24 @@ from telly.cli import main
 from telly.models.progressive import block_gradient_norms, blocks_to_freeze
 
 
-@pytest.mark.parametrize("k, previous, current, expected", [
-    (-1, [10, 10, 10, 10], [10.5, 12, 10, 10], 1),  # block 0 changed 5%, block 1 20%: embeddings + block 0
-    (-1, [10, 10, 10, 10], [15, 10, 10, 10], -1),  # block 0 still changes: nothing freezes, not even above it
-    (-1, [10, 10, 10, 10], [10, 10, 10, 10], 3),  # all stable: all but the top block
-    (2, [0, 0, 10, 10], [0, 0, 10.1, 10], 3),  # frozen blocks have no gradient; the top one stays trainable
-    (1, [0, 10, 10, 10], [0, 9.5, 10, 10], 3),  # a 5% drop counts as stable too
-    (-1, [0, 10, 10, 10], [0, 10, 10, 10], -1),  # a block without gradients gives no rate: stop there
+@pytest.mark.parametrize("k, previous, current, percentile, expected", [
+    # Rates 0.05, 0.2, 0.1, 0.3: median 0.15; block 0 is below it, block 1 above: embeddings + block 0.
+    (-1, [10, 10, 10, 10], [10.5, 12, 11, 13], 50, 1),
+    # Rates 0.1, 0.2, 0.3, 0.4: median 0.25; blocks 0 and 1 freeze, block 2 is above.
+    (-1, [10, 10, 10, 10], [11, 12, 13, 14], 50, 2),
+    # Block 0 changes most (0.5): nothing freezes, not even the stable blocks above it.
+    (-1, [10, 10, 10, 10], [15, 10, 10.1, 10.2], 50, -1),
+    # The 100th percentile is the largest rate: all but the top block, which always trains.
+    (-1, [10, 10, 10, 10], [11, 12, 13, 14], 100, 3),
+    # Only the trainable blocks are ranked (rates 0.01 and 0.3 of blocks 2 and 3): block 2 joins.
+    (2, [0, 0, 10, 10], [0, 0, 10.1, 13], 50, 3),
+    # A drop counts as a change like a rise: rates 0.05, 0.3, 0.01 of blocks 1-3, median 0.05.
+    (1, [0, 10, 10, 10], [0, 9.5, 13, 10.1], 50, 2),
+    # A block without gradients before has no rate: stop there.
+    (-1, [0, 10, 10, 10], [0, 10, 10, 10], 50, -1),
 ])
-def test_the_bottom_blocks_whose_gradient_norm_stopped_changing_freeze(k, previous, current, expected):
-    assert blocks_to_freeze(k, previous, current, threshold=0.1) == expected
+def test_the_bottom_blocks_whose_gradient_norm_changed_least_freeze(k, previous, current, percentile, expected):
+    assert blocks_to_freeze(k, previous, current, percentile) == expected
 
 
 def test_each_block_gradient_norm_is_the_norm_of_all_its_gradients():
@@ -36,12 +44,12 @@ def progressive_argv(model, data, out, *extra):
     return ["finetune", "--task", "code-search", "--model", str(model), "--data", str(data), "--out", str(out),
             "--freeze", "progressive", "--epochs", "4", "--batch-size", "8", "--max-train-examples", "16",
             "--max-eval-examples", "8", "--max-code-len", "32", "--max-nl-len", "16", "--lr", "1e-3",
-            "--progressive-every", "2", "--progressive-threshold", "1e9", *extra]
+            "--progressive-every", "2", "--progressive-percentile", "100", *extra]
 
 
 def test_a_progressive_run_freezes_during_training_and_the_frozen_weights_stop(tiny_bert_dir, email_corpus, tmp_path,
                                                                               monkeypatch):
-    """2 steps an epoch, intervals of 2 steps, a threshold every block passes: the first interval
+    """2 steps an epoch, intervals of 2 steps, a percentile every block is under: the first interval
     (steps 1-2) only measures, the second (steps 3-4) freezes everything but the top block. The
     weights frozen at step 4 are those of the final model; the top block trained on."""
     at_freezing = {}
@@ -106,7 +114,7 @@ def test_a_progressive_run_with_the_cache_grows_it_and_gives_the_uncached_metric
     """Freezes scripted to K=1 at step 4 and K=3 at step 6: the first fills the activation cache,
     the second grows it from the stored states; the run gives what the same run without the cache
     gives (same freezing, losses, valid and test scores)."""
-    monkeypatch.setattr(train_module, "blocks_to_freeze", lambda k, previous, current, threshold: {-1: 1, 1: 3}.get(k, k))
+    monkeypatch.setattr(train_module, "blocks_to_freeze", lambda k, previous, current, percentile: {-1: 1, 1: 3}.get(k, k))
     runs = {}
     for name, extra in (("cached", []), ("uncached", ["--no-cache"])):
         assert main(progressive_argv(tiny_bert_dir, email_corpus, tmp_path / name, *extra)) == 0

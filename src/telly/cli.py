@@ -151,7 +151,7 @@ def build_parser() -> Parser:
     sweep.add_argument("--ks", default="all", help="the K values: 'all' (0..L-1) or e.g. 0,3,5 (default: all)")
     sweep.add_argument("--lora", action="store_true", help="also run the LoRA baseline (--lora-rank, --lora-alpha, --lora-targets)")
     sweep.add_argument("--progressive", action="store_true", help="also run --freeze progressive (--progressive-every, "
-                       "--progressive-threshold)")
+                       "--progressive-percentile)")
     sweep.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3: every variant runs once per seed and the "
                        "report gives means with 95%% intervals (default: --seed alone)")
     sweep.add_argument("--executor", default="local", choices=EXECUTORS,

@@ -91,19 +91,20 @@ class AutoFreezeOptions:
 @dataclass(frozen=True)
 class ProgressiveOptions:
     """`--freeze progressive`: start with every layer trainable and freeze the bottom blocks once
-    their gradients stop changing (AutoFreeze's rule)."""
+    their gradients change least (AutoFreeze's rule)."""
 
     every: int = option(0, "--freeze progressive: measure the blocks' gradients over intervals of N training steps "
                            "(0: a quarter of an epoch)")
-    threshold: float = option(0.1, "--freeze progressive: freeze the bottom blocks whose gradient norm over an "
-                                   "interval changed by less than this fraction of the interval before")
+    percentile: float = option(50.0, "--freeze progressive: freeze the bottom blocks whose gradient norm's rate of "
+                                     "change over an interval is at most this percentile of the trainable blocks' "
+                                     "rates (AutoFreeze's median: 50)")
 
     def __post_init__(self) -> None:
         check_numbers(_options_of(self))
         if self.every < 0:
             raise UserError(f"--progressive-every must be >= 0, got {self.every}")
-        if not self.threshold > 0:
-            raise UserError(f"--progressive-threshold must be > 0, got {self.threshold}")
+        if not 0 < self.percentile <= 100:
+            raise UserError(f"--progressive-percentile must be in (0, 100], got {self.percentile:g}")
 
     def interval(self, steps_per_epoch: int) -> int:
         return self.every or max(1, steps_per_epoch // 4)

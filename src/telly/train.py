@@ -340,18 +340,18 @@ def save_checkpoint_on_main(run: Training, state: TrainingState) -> None:
 
 
 def freeze_blocks_that_stopped_changing(run: Training, state: TrainingState) -> None:
-    """End of a --freeze progressive interval: freeze the bottom blocks whose gradient norm stopped
-    changing. Every process decides alike: the gradients are summed over processes before."""
+    """End of a --freeze progressive interval: freeze the bottom blocks whose gradient norm changed
+    least. Every process decides alike: the gradients are summed over processes before."""
     previous, state.interval_norms = state.interval_norms, run.current_norms
     run.current_norms = [0.0] * run.num_layers
     if previous is None:
         return
-    k = blocks_to_freeze(state.frozen_k, previous, state.interval_norms, run.config.progressive.threshold)
+    k = blocks_to_freeze(state.frozen_k, previous, state.interval_norms, run.config.progressive.percentile)
     if k != state.frozen_k:
         freeze(run.model, k, freeze_decoder=run.config.freeze_decoder)
         state.frozen_k = k
         state.freezing.append({"k": k, "step": state.global_step, "train_seconds": run.clock.seconds})
-        log.info("step %d: embeddings and the bottom %d blocks frozen (their gradients stopped changing)",
+        log.info("step %d: embeddings and the bottom %d blocks frozen (their gradients changed least)",
                  state.global_step, k)
         cache_newly_frozen_blocks(run, k)
 

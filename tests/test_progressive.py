@@ -78,6 +78,10 @@ def test_a_progressive_run_freezes_during_training_and_the_frozen_weights_stop(t
     top = [name for name in at_freezing if ".layer.3." in name]
     assert frozen and all(torch.equal(final[name], at_freezing[name]) for name in frozen)
     assert any(not torch.equal(final[name], at_freezing[name]) for name in top)
+    # The parameter counts are the final K's: what trained at the end (no head in code search).
+    total = sum(tensor.numel() for tensor in final.values())
+    assert metrics["params"]["total"] == total
+    assert metrics["params"]["trainable"] == total - sum(final[name].numel() for name in frozen)
     report = tmp_path / "report"
     assert main(["report", str(out), "--out", str(report)]) == 0
     assert "| progressive |" in (report / "report.md").read_text() and (report / "freezing.png").stat().st_size > 0

@@ -35,7 +35,7 @@ from telly.config import FULL_FINETUNING, PROGRESSIVE, FinetuneConfig
 from telly.errors import UserError
 from telly.files import atomic_path, write_json
 from telly.models.cache import FrozenPrefixCache
-from telly.models.freeze import ParamReport, freeze, param_report
+from telly.models.freeze import freeze, param_report
 from telly.models.layers import find_backbone
 from telly.models.lora import apply_lora
 from telly.models.progressive import block_gradient_norms, blocks_to_freeze
@@ -63,7 +63,6 @@ class Training:
     train: list
     valid: list
     test: list
-    params: ParamReport
     num_layers: int
     steps_per_epoch: int
     trainable: list[torch.nn.Parameter]
@@ -123,7 +122,7 @@ def set_up(config: FinetuneConfig, out: Path, processes, runtime: Runtime) -> Tr
     scheduler = policy.schedule(optimizer, config.warmup_fraction, clock)
     cache = prefix_cache(model, config, processes, frozen_at_start(config))
     runtime.reset_peak_memory()
-    return Training(config, out, processes, runtime, task, model, train, valid, test, params, num_layers,
+    return Training(config, out, processes, runtime, task, model, train, valid, test, num_layers,
                     steps_per_epoch, trainable, optimizer, scheduler, runtime.grad_scaler(), policy, clock, cache,
                     [0.0] * num_layers if config.freeze == PROGRESSIVE else None, list(backbone.blocks))
 
@@ -365,7 +364,8 @@ def test_and_write(run: Training, state: TrainingState, freeze_auto: dict | None
     metrics = RunMetrics(
         task=config.task, model=config.model, method=config.method,
         freeze=config.freeze if state.frozen_k is None else state.frozen_k, progressive=state.freezing or None,
-        selection_metric=run.task.selection_metric, test=test_scores, params=run.params.to_dict(),
+        selection_metric=run.task.selection_metric, test=test_scores,
+        params=param_report(run.model, run.model.components()).to_dict(),  # as trained at the end: a progressive run's final K
         zero_shot_test=state.zero_shot, seed=config.seed, freeze_auto=freeze_auto, num_layers=run.num_layers,
         best_epoch=state.best_epoch,
         seconds_per_epoch=float(np.mean(state.epoch_durations)) if state.epoch_durations else None,

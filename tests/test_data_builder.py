@@ -1,6 +1,8 @@
 import ast
+import io
 import json
 import sysconfig
+import tokenize
 import textwrap
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import pytest
 from telly.cli import main
 from telly.data.formats import read_codesearchnet_split, read_jsonl
 from telly.data.corpus import SPLITS, build_code_search
-from telly.data.python_corpus import extract_functions
+from telly.data.python_corpus import extract_functions, python_tokens
 from telly.errors import UserError
 
 SHAPES = '''\
@@ -166,6 +168,43 @@ def test_tokens(small_build):
     # Only the first paragraph of a docstring is tokenized.
     first_paragraph = "Compute the circumference of the circle .".split()
     assert by_name["Circle.circumference"]["docstring_tokens"] == first_paragraph
+
+
+# Code whose tokens two tokenizers could tell apart: strings of every kind, numbers, continuations,
+# comments, tabs, form feeds, non-ASCII names, the walrus, `...`, decorators, nested functions.
+TOKENIZER_CASES = [
+    'def f(x):\n    return f"{x!r:>{10}} {{braces}}" + rb\'\\d\' + u"\u00e9" + """a\n  b"""',
+    "def f():\n    return 0x_ff + 1_000.5e-3j + 0o17 + 0b1 + 1if 1else 2",
+    "def f(a,\n      b):  # a comment\n    x = a + \\\n        b\n    return [y\n            for y in (x,)]",
+    "def f():\n\tif True:\n\t\treturn ...\n\f\n\treturn None",
+    "def größe(höhe):\n    return (n := höhe) ** 2 // n @ n",
+    "@decorator(1)\nasync def f():\n    async with a as b:\n        await b\n    def g(*, k=-1, **kw) -> 'T': pass",
+    "def f():\n    match x:\n        case [1, *rest] | {'k': _}:\n            return rest",
+]
+
+
+def tokenize_module_tokens(code: str) -> list[str]:
+    """The tokens of Python's `tokenize` module, without comments and layout: written out here,
+    independently of telly's."""
+    layout = {tokenize.COMMENT, tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+    return [token.string for token in tokenize.generate_tokens(io.StringIO(code).readline) if token.type not in layout]
+
+
+@pytest.mark.filterwarnings("ignore::SyntaxWarning")  # `1if`: a number glued to a keyword still parses
+@pytest.mark.parametrize("code", TOKENIZER_CASES)
+def test_code_tokens_are_the_tokenize_modules_own(code):
+    ast.parse(code)
+    assert python_tokens(code) == tokenize_module_tokens(code)
+
+
+def test_code_tokens_of_stdlib_functions_are_the_tokenize_modules_own():
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    functions = [function for module in ("tokenize.py", "argparse.py", "string.py")
+                 for function in extract_functions((stdlib / module).read_text(encoding="utf-8"), module,
+                                                   require_docstring=False)]
+    assert len(functions) > 100
+    for function in functions:
+        assert list(function.code_tokens) == tokenize_module_tokens(function.code)
 
 
 def test_records_are_complete_codesearchnet_records(small_build, tmp_path):

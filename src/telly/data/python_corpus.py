@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import io
 import re
+import sys
 import tokenize
 from collections.abc import Iterator
 
@@ -171,6 +172,17 @@ def _leading_whitespace(line: str) -> str:
 
 
 def python_tokens(code: str) -> list[str]:
-    """Python's own tokens of `code`, without comments and layout (newlines, indentation)."""
-    tokens = tokenize.generate_tokens(io.StringIO(code).readline)
-    return [token.string for token in tokens if token.type not in LAYOUT_TOKENS]
+    """Python's own tokens of `code` (code that parses), without comments and layout (newlines,
+    indentation)."""
+    return [token.string for token in _tokens(code) if token.type not in LAYOUT_TOKENS]
+
+
+def _tokenize_module_tokens(code: str) -> Iterator[tokenize.TokenInfo]:
+    return tokenize.generate_tokens(io.StringIO(code).readline)
+
+
+# Python 3.11's `tokenize` is written in Python and takes a third of a code-search build; the
+# interpreter's C tokenizer, which `tokenize` itself uses from 3.12 on, gives the same tokens of
+# code that parses in a fifth of the time. (It gives operators their exact type, never a layout
+# one, and leaves out comments, which are dropped here anyway.)
+_tokens = tokenize._generate_tokens_from_c_tokenizer if sys.version_info[:2] == (3, 11) else _tokenize_module_tokens

@@ -84,8 +84,23 @@ def test_a_progressive_run_freezes_during_training_and_the_frozen_weights_stop(t
     assert metrics["params"]["trainable"] == total - sum(final[name].numel() for name in frozen)
     report = tmp_path / "report"
     assert main(["report", str(out), "--out", str(report)]) == 0
-    assert "| progressive |" in (report / "report.md").read_text() and (report / "freezing.png").stat().st_size > 0
+    assert "| progressive | progressive |" in (report / "report.md").read_text() and (report / "freezing.png").stat().st_size > 0
     assert '<img src="freezing.png"' in (report / "report.html").read_text()
+
+
+def test_a_progressive_run_that_never_froze_is_still_reported_as_progressive(tiny_bert_dir, email_corpus, tmp_path,
+                                                                            monkeypatch):
+    """Its metrics are full fine-tuning's (K=-1, every parameter trained), but a sweep must not take
+    it for the full fine-tuning run of its seed."""
+    monkeypatch.setattr(train_module, "blocks_to_freeze", lambda k, previous, current, percentile: k)
+    out = tmp_path / "never-froze"
+    assert main(progressive_argv(tiny_bert_dir, email_corpus, out)) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["freeze"] == -1 and metrics["progressive"] == []
+    assert metrics["params"]["trainable"] == metrics["params"]["total"]
+    assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
+    assert "| never-froze | progressive |" in (tmp_path / "report" / "report.md").read_text()
+    assert (tmp_path / "report" / "freezing.png").is_file()  # a flat line at K=-1
 
 
 def test_a_progressive_run_resumes_with_its_blocks_frozen_and_gives_the_same_metrics(tiny_bert_dir, email_corpus,

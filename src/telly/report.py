@@ -172,7 +172,7 @@ def variant(metrics: RunMetrics) -> str:
     """"full", "K=3", "progressive" or "LoRA" — what was trained."""
     if metrics.method == "lora":
         return "LoRA"
-    if metrics.progressive:
+    if metrics.progressive is not None:  # also a progressive run that never froze
         return "progressive"
     return "full" if metrics.freeze == FULL_FINETUNING else f"K={metrics.freeze}"
 
@@ -252,12 +252,13 @@ def _plot_against_time(runs: list[Run], out: Path) -> None:
 
 
 def _plot_freezing(runs: list[Run], out: Path) -> bool:
-    """K against training seconds for the runs that froze blocks as they trained; whether there was one."""
+    """K against training seconds for the progressive runs (one that never froze: a flat line at
+    -1); whether there was one."""
     from telly.study.plots import plot_points
 
     series = {}
     for run in runs:
-        if run.metrics.progressive:
+        if run.metrics.progressive is not None:
             seconds, ks = [0.0], [FULL_FINETUNING]  # a staircase: K holds until the next freezing
             for event in run.metrics.progressive:
                 seconds += [event["train_seconds"]] * 2

@@ -2,8 +2,8 @@ import ast
 import io
 import json
 import sysconfig
-import tokenize
 import textwrap
+import tokenize
 from pathlib import Path
 
 import pytest

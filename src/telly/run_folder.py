@@ -63,7 +63,7 @@ class RunMetrics:
     examples: dict[str, int] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)  # one entry per evaluation point
     stopped_early: bool = False  # --patience ended the run before its epochs or time budget
-    progressive: list[dict] | None = None  # --freeze progressive: each K the run grew to, with its step and time ([]: none)
+    progressive: list[dict] | None = None  # --freeze progressive: each K it grew to, with step and time; [] if none
     activation_cache: bool = False
     pooling: str | None = None  # how code search / clone detection pooled token states: "mean" or "last"
     device: str | None = None

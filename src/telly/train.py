@@ -363,7 +363,8 @@ def test_and_write(run: Training, state: TrainingState, freeze_auto: dict | None
     config = run.config
     metrics = RunMetrics(
         task=config.task, model=config.model, method=config.method,
-        freeze=config.freeze if state.frozen_k is None else state.frozen_k, progressive=state.freezing if config.freeze == PROGRESSIVE else None,
+        freeze=config.freeze if state.frozen_k is None else state.frozen_k,
+        progressive=state.freezing if config.freeze == PROGRESSIVE else None,  # [] when it never froze
         selection_metric=run.task.selection_metric, test=test_scores,
         params=param_report(run.model, run.model.components()).to_dict(),  # as trained at the end: a progressive run's final K
         zero_shot_test=state.zero_shot, seed=config.seed, freeze_auto=freeze_auto, num_layers=run.num_layers,

@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+import telly.train as train_module
 from telly.checkpoints import CHECKPOINTS, TrainingState, load_latest_checkpoint, save_checkpoint
 from telly.cli import main
 from telly.run_folder import SPILL_FOLDER
@@ -55,6 +56,30 @@ def test_ctrl_c_then_resume_gives_the_same_metrics(tiny_bert_dir, email_corpus, 
     assert start_and_kill(argv, out, "step-00000007", signal.SIGINT) == 130
     assert main([*argv, "--resume"]) == 0
     same_results(json.loads((out / "metrics.json").read_text()), uninterrupted)
+
+
+class InterruptedWhenCollected:
+    def __del__(self):
+        # The handler runs inside this finalizer, and Python drops the KeyboardInterrupt it raises.
+        signal.raise_signal(signal.SIGINT)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped KeyboardInterrupt
+def test_a_ctrl_c_whose_interrupt_python_drops_still_stops_the_run(tiny_bert_dir, email_corpus, tmp_path, monkeypatch):
+    """Ctrl-C landing while a finalizer runs (which happened in CI: the run went on to its end and
+    exited 0) stops training at the next step."""
+    real_step, steps = train_module.train_step, []
+
+    def step_then_interrupt_at_step_3(run, indices):
+        steps.append(len(steps) + 1)
+        if len(steps) == 3:
+            InterruptedWhenCollected()  # collected at once: its finalizer runs here
+        return real_step(run, indices)
+
+    monkeypatch.setattr(train_module, "train_step", step_then_interrupt_at_step_3)
+    assert main(finetune_argv(tiny_bert_dir, email_corpus, tmp_path / "run")) == 130
+    assert steps == [1, 2, 3]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_resumed_run_reuses_the_spilled_activation_cache(tiny_bert_dir, email_corpus, tmp_path, uninterrupted):

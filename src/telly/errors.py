@@ -1,7 +1,11 @@
 """User mistakes and the boundary where they become one line: the CLI and every sweep executor."""
 
+import signal
 import sys
+import threading
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 USER_ERROR_EXIT = 2
 INTERRUPTED_EXIT = 130
@@ -40,3 +44,36 @@ def at_the_boundary(action: typing.Callable[[], object], after_interrupt: typing
         print("telly: interrupted" + (f" ({hint})" if hint else ""), file=sys.stderr)
         return INTERRUPTED_EXIT
     return 0
+
+
+_interrupted = threading.Event()
+
+
+@contextmanager
+def interrupts_remembered() -> Iterator[None]:
+    """Inside the block Ctrl-C raises KeyboardInterrupt as usual and is also remembered, for
+    `raise_if_interrupted`: Python drops an exception raised while a finalizer (a `__del__`) runs,
+    so a Ctrl-C landing there would be lost and the command would run on to its end. Where the
+    handler is not Python's default (set by the caller) or cannot be set (not the main thread),
+    nothing changes."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def remember_and_raise(signal_number, frame):
+        _interrupted.set()
+        signal.default_int_handler(signal_number, frame)
+
+    _interrupted.clear()
+    signal.signal(signal.SIGINT, remember_and_raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def raise_if_interrupted() -> None:
+    """Raise the KeyboardInterrupt of a Ctrl-C that `interrupts_remembered` saw but that never arrived."""
+    if _interrupted.is_set():
+        raise KeyboardInterrupt

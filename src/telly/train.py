@@ -32,7 +32,7 @@ from telly.checkpoints import (
     TrainingState, load_latest_checkpoint, remove_checkpoints, restore_rng, rng_snapshot, save_checkpoint,
 )
 from telly.config import FULL_FINETUNING, PROGRESSIVE, FinetuneConfig
-from telly.errors import UserError
+from telly.errors import UserError, interrupts_remembered, raise_if_interrupted
 from telly.files import atomic_path, write_json
 from telly.models.cache import FrozenPrefixCache
 from telly.models.freeze import freeze, param_report
@@ -90,8 +90,9 @@ def train(config: FinetuneConfig, out: Path, processes, runtime: Runtime,
     """
     run = set_up(config, Path(out), processes, runtime)
     state = resume_or_start(run)
-    while not (run.policy.finished(state) or state.stopped_early):
-        train_until_evaluation(run, state)
+    with interrupts_remembered():
+        while not (run.policy.finished(state) or state.stopped_early):
+            train_until_evaluation(run, state)
     if not processes.is_main_process:
         return None
     return test_and_write(run, state, freeze_auto)
@@ -178,6 +179,7 @@ def train_until_evaluation(run: Training, state: TrainingState) -> None:
     progress = tqdm(epoch_batches[state.step_in_epoch :], desc=run.policy.label(state), unit="step", leave=False,
                     disable=None, mininterval=0, miniters=1)
     for indices in progress:
+        raise_if_interrupted()
         record_step(run, state, train_step(run, indices))
         if run.current_norms is not None and state.global_step % run.progressive_interval == 0:
             freeze_blocks_that_stopped_changing(run, state)

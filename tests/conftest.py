@@ -174,7 +174,9 @@ def start_and_kill(argv, out: Path, after_checkpoint: str, how=signal.SIGKILL, s
     command = [sys.executable, "-c", f"{prelude}import sys; from telly.cli import main; sys.exit(main(sys.argv[1:]))"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent),
                                                                                  os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen([*command, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    # SIGINT as in a terminal, also when the tests were started in the background (`command &`), which ignores it.
+    process = subprocess.Popen([*command, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 1800  # a guard against a hang, far beyond any machine's speed
     while not (out / CHECKPOINTS / after_checkpoint).exists():
         assert process.poll() is None, "the run ended before it could be interrupted"

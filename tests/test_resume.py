@@ -77,9 +77,14 @@ def test_a_ctrl_c_whose_interrupt_python_drops_still_stops_the_run(tiny_bert_dir
         return real_step(run, indices)
 
     monkeypatch.setattr(train_module, "train_step", step_then_interrupt_at_step_3)
-    assert main(finetune_argv(tiny_bert_dir, email_corpus, tmp_path / "run")) == 130
+    # Python's handler, as in a terminal, also when the tests were started in the background (`command &`).
+    started_with = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert main(finetune_argv(tiny_bert_dir, email_corpus, tmp_path / "run")) == 130
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, started_with)
     assert steps == [1, 2, 3]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_resumed_run_reuses_the_spilled_activation_cache(tiny_bert_dir, email_corpus, tmp_path, uninterrupted):

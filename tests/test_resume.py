@@ -66,8 +66,8 @@ class InterruptedWhenCollected:
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped KeyboardInterrupt
 def test_a_ctrl_c_whose_interrupt_python_drops_still_stops_the_run(tiny_bert_dir, email_corpus, tmp_path, monkeypatch):
-    """Ctrl-C landing while a finalizer runs (which happened in CI: the run went on to its end and
-    exited 0) stops training at the next step."""
+    """A Ctrl-C landing while a finalizer runs, whose KeyboardInterrupt Python drops (the run would go
+    on to its end and exit 0), stops training at the next step."""
     real_step, steps = train_module.train_step, []
 
     def step_then_interrupt_at_step_3(run, indices):

@@ -337,6 +337,37 @@ def test_a_grown_cache_runs_only_the_newly_frozen_blocks_and_replays_the_uncache
         assert fill(resumed, task, model, data) == FillCounts(reused=everything, computed=0)
 
 
+@pytest.mark.parametrize("memory_limit", [None, 0, 10**9], ids=["in memory", "spilled", "spill folder, in memory"])
+def test_a_growing_cache_drops_each_old_state_once_its_new_one_is_stored(memory_limit, tokenizer, email_corpus, tmp_path,
+                                                                         monkeypatch):
+    """While the cache grows from K=1 to K=3 it never holds more states than sequences (old and new
+    together; keeping every old state until the end would hold up to twice as many), and the old
+    states are dropped from the tiers' accounting. Sequences met again after their old state is gone
+    (the first 7 examples, a second time) are not computed again, and every grown state is what a
+    cache filled at K=3 stores."""
+    encoder, task, data = tiny_encoder(tokenizer), search_task(tokenizer), examples(email_corpus)
+    model = frozen_model(task, encoder, 1)
+    cache = FrozenPrefixCache(model, 1, spill_folder=None if memory_limit is None else tmp_path, memory_limit=memory_limit)
+    fill(cache, task, model, data)
+    freeze(model, 3)
+    old_store, everything = cache.store, len(sequences(tokenizer, data))
+    assert len(old_store) == everything and (old_store.memory_bytes > 0) == (memory_limit != 0)
+
+    stores, store_for = [], cache._store_for
+    monkeypatch.setattr(cache, "_store_for", lambda k: stores.append(store_for(k)) or stores[-1])
+    held = []  # old + new states, before each encoder call's new states are stored
+    model.encoder.encoder.layer[2].register_forward_hook(lambda *_: held.append(len(old_store) + len(stores[0])))
+    assert grow(cache, task, model, 3, data + data[:7]) == FillCounts(reused=0, computed=everything)
+    assert len(held) == 2 * math.ceil((len(data) + 7) / 5) and max(held) == everything
+    assert len(old_store) == 0 and old_store.memory_bytes == 0
+
+    filled_at_3 = FrozenPrefixCache(model, 3)
+    fill(filled_at_3, task, model, data)
+    assert len(cache) == everything
+    for key in sequences(tokenizer, data):
+        torch.testing.assert_close(cache.store.get(key), filled_at_3.store.get(key), atol=1e-5, rtol=1e-5)
+
+
 def grow(cache, task, model, k, data, size=5) -> FillCounts:
     return cache.grow(model, k, lambda: [task.loss(model, task.collate(data[i : i + size]))
                                          for i in range(0, len(data), size)])

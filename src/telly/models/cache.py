@@ -65,14 +65,18 @@ class _PassThrough(nn.Module):
 
 
 class _Recorder(_PassThrough):
-    """Stores its input (the prefix's output) into `store`."""
+    """Stores its input (the prefix's output) into `store`, and forgets the call's sequences in
+    `replaces` (the states it was computed from, when the cache grows)."""
 
-    def __init__(self, cache: "FrozenPrefixCache", store: StateStore):
+    def __init__(self, cache: "FrozenPrefixCache", store: StateStore, replaces: StateStore | None = None):
         super().__init__(cache)
-        self.store = store
+        self.store, self.replaces = store, replaces
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
         self.cache._store(hidden_states, self.store)
+        if self.replaces is not None:
+            for key in self.cache._current_keys:
+                self.replaces.discard(key)
         return self.cache._block_output(hidden_states, args, kwargs)
 
 
@@ -125,6 +129,7 @@ class FrozenPrefixCache:
         self._current_mask: torch.Tensor | None = None  # which positions of the current call are real tokens
         self._seen: set[tuple[int, ...]] = set()  # distinct sequences the current fill met
         self._all_stored = False  # whether every sequence of the current encoder call is stored
+        self._growing_into: StateStore | None = None  # while growing: the new states
 
     def __len__(self) -> int:
         return len(self.store)
@@ -151,16 +156,21 @@ class FrozenPrefixCache:
         """Extend the cache to the bottom `k` blocks (> K, frozen since it was filled): the newly
         frozen blocks K..k-1 run once over the stored states of every sequence `run_batches()`
         sends (each must be stored); no block below them runs (the embeddings do, as when replaying).
-        The new states then replace the old, which are dropped (their spilled shards deleted): until
-        then both are held.
+        Each old state is dropped as soon as its new one is stored, so the cache holds about as much
+        as before while it grows; the old states `run_batches()` does not send (evaluation inputs)
+        go at the end, and so do their spilled shards.
         """
         if k <= self.k:
             raise ValueError(f"the cache holds the bottom {self.k} blocks already; it grows to more, not {k}")
         grown = self._store_for(k)
         blocks = self.backbone.blocks
         replayed = [_PassThrough(self) for _ in range(self.k)] + list(blocks[self.k : k])
-        with self._hooked_block_k_input(self._replay_input):  # block K, the first newly frozen one
-            counts = self._record(model, grown, replayed, run_batches, at=k)
+        self._growing_into = grown
+        try:
+            with self._hooked_block_k_input(self._replay_input):  # block K, the first newly frozen one
+                counts = self._record(model, grown, replayed, run_batches, at=k, replaces=self.store)
+        finally:
+            self._growing_into = None
         old_folder, self.store, self.k = self.spill_folder, grown, k
         if old_folder is not None:
             shutil.rmtree(old_folder, ignore_errors=True)
@@ -203,14 +213,15 @@ class FrozenPrefixCache:
                           self.device_limit)
 
     def _record(self, model: nn.Module, store: StateStore, below: list[nn.Module], run_batches: Callable[[], None],
-                at: int | None = None) -> FillCounts:
+                at: int | None = None, replaces: StateStore | None = None) -> FillCounts:
         """Run `run_batches()` in eval mode (no dropout in the frozen part) with blocks 0.. replaced
-        by `below`, block `at` (default K) by a recorder into `store` and the blocks above it by
-        pass-throughs: what the rest of the model computes is thrown away."""
+        by `below`, block `at` (default K) by a recorder into `store` (forgetting each recorded
+        sequence in `replaces`) and the blocks above it by pass-throughs: what the rest of the model
+        computes is thrown away."""
         at = self.k if at is None else at
         was_training = model.training
         model.eval()
-        top = [_Recorder(self, store)] + [_PassThrough(self) for _ in self.backbone.blocks[at + 1 :]]
+        top = [_Recorder(self, store, replaces)] + [_PassThrough(self) for _ in self.backbone.blocks[at + 1 :]]
         stored_before, self._seen = len(store), set()
         with self._swapped(below + top), self._watching_encoder_calls(remember=True):
             run_batches()
@@ -255,9 +266,11 @@ class FrozenPrefixCache:
         """The stored states of the current call's sequences, at their real positions in the shape of `like`."""
         replayed = torch.zeros_like(like)
         for row, (key, real) in enumerate(zip(self._current_keys, self._current_mask)):
-            if key not in self.store:
+            if key in self.store:
+                replayed[row, real] = self.store.get(key).to(like)  # from the tier's device, in the call's precision
+            elif self._growing_into is None or key not in self._growing_into:
                 raise KeyError("an input missing from the activation cache (was it filled with the training data?)")
-            replayed[row, real] = self.store.get(key).to(like)  # from the tier's device, in the call's precision
+            # else a sequence met again while growing: its new state is stored, this row's output unused
         return replayed
 
     @contextmanager

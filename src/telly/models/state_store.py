@@ -77,6 +77,20 @@ class StateStore:
         if self._unwritten_bytes >= SHARD_BYTES:
             self.flush()
 
+    def discard(self, key: Key) -> None:
+        """Forget `key`'s state (if stored), freeing what it held in memory; a spilled state's shard
+        stays on disk until its folder is deleted."""
+        state = self._states.pop(key, None)
+        if state is None or isinstance(state, _Spilled):
+            return
+        if key in self._unwritten:
+            self._unwritten.remove(key)
+            self._unwritten_bytes -= state.nbytes
+        elif state.device.type != "cpu":
+            self.device_bytes -= state.nbytes
+        else:
+            self.memory_bytes -= state.nbytes
+
     def get(self, key: Key) -> torch.Tensor:
         state = self._states[key]
         return state.shard.get_tensor(state.name) if isinstance(state, _Spilled) else state

@@ -5,7 +5,12 @@ A run's curve is its best validation score so far against its training seconds (
 keeps its best checkpoint has at that time). For each seed, the target is full fine-tuning's best
 validation score minus `within` (1 point: 0.01 on a 0–1 metric); "full's time" is full's whole
 training time for that seed. Every number is computed per seed, then given as the mean over seeds
-with a Student-t interval (telly.metrics.t_interval).
+with a Student-t interval (telly.metrics.t_interval); test scores are also compared with full's
+seed by seed.
+
+The full fine-tuning that sets the targets need not be one of the compared runs: variants trained
+with half its time budget are measured against the full fine-tuning of the whole budget
+(`reference`), their own full fine-tuning among them.
 """
 
 from __future__ import annotations
@@ -44,16 +49,20 @@ class Curve:
         return next((at for at, score in zip(self.seconds, self.scores) if score >= target), None)
 
 
-def summarize(runs: dict[str, dict[int, RunMetrics]], within: float = 0.01) -> dict:
-    """`runs[variant][seed]` (variant "full" among them) → per variant, over the seeds that full
-    has too: seconds to come within `within` of full's best valid score (and that time as a
-    fraction of full's), the best valid score at 25%, 50% and 100% of full's training seconds, and
-    the test score; each with per-seed values, mean and 95% interval."""
-    full = runs[FULL]
+def summarize(runs: dict[str, dict[int, RunMetrics]], within: float = 0.01, reference: str = FULL) -> dict:
+    """`runs[variant][seed]` (the full fine-tuning `reference` among them) → per variant, over the
+    seeds that the reference has too: seconds to come within `within` of the reference's best valid
+    score (and that time as a fraction of the reference's), the best valid score at 25%, 50% and
+    100% of the reference's training seconds, the test score, its difference from the reference's
+    test score, and the training steps per second (how the cost of a step compares, and whether the
+    machine ran at the same speed for runs made at different times); each with per-seed values,
+    mean and 95% interval."""
+    full = runs[reference]
     summary = {}
     for variant, by_seed in runs.items():
         seeds = sorted(set(by_seed) & set(full))
-        per_seed = {name: [] for name in ("seconds_to_target", "fraction_of_full_time", "test",
+        per_seed = {name: [] for name in ("seconds_to_target", "fraction_of_full_time", "test", "test_delta_vs_full",
+                                          "steps_per_second",
                                           *(f"valid_at_{fraction:g}_of_full" for fraction in FRACTIONS_OF_FULL))}
         for seed in seeds:
             curve, full_curve, full_seconds = Curve.of(by_seed[seed]), Curve.of(full[seed]), full[seed].train_seconds
@@ -62,7 +71,9 @@ def summarize(runs: dict[str, dict[int, RunMetrics]], within: float = 0.01) -> d
             per_seed["fraction_of_full_time"].append(None if reached is None else reached / full_seconds)
             for fraction in FRACTIONS_OF_FULL:
                 per_seed[f"valid_at_{fraction:g}_of_full"].append(curve.best_at(fraction * full_seconds))
-            per_seed["test"].append(by_seed[seed].test[by_seed[seed].selection_metric])
+            per_seed["test"].append(by_seed[seed].selection_score)
+            per_seed["test_delta_vs_full"].append(by_seed[seed].selection_score - full[seed].selection_score)
+            per_seed["steps_per_second"].append(by_seed[seed].steps / by_seed[seed].train_seconds)
         summary[variant] = {"seeds": seeds, **{name: _over_seeds(values) for name, values in per_seed.items()}}
     return summary
 
@@ -79,14 +90,17 @@ def markdown(summary: dict, metric: str, within: float) -> str:
     lines = [
         f"Valid {metric}: seconds to come within {within:g} of full fine-tuning's best (mean over seeds, "
         "95% t-interval), that time as a fraction of full's training time, the best valid score at "
-        "25%, 50% and 100% of full's training time, and the test score.",
+        "25%, 50% and 100% of full's training time, the test score, its difference from full's "
+        "(paired by seed), and training steps per second.",
         "",
-        "| variant | seeds | seconds to target | × full's time | valid at 25% | valid at 50% | valid at 100% | test |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | seeds | seconds to target | × full's time | valid at 25% | valid at 50% | valid at 100% | test "
+        "| test Δ vs full | steps/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for variant, row in summary.items():
         cells = [_cell(row[name]) for name in ("seconds_to_target", "fraction_of_full_time", "valid_at_0.25_of_full",
-                                                "valid_at_0.5_of_full", "valid_at_1_of_full", "test")]
+                                                "valid_at_0.5_of_full", "valid_at_1_of_full", "test",
+                                                "test_delta_vs_full", "steps_per_second")]
         lines.append(f"| {variant} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

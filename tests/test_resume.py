@@ -77,14 +77,41 @@ def test_a_ctrl_c_whose_interrupt_python_drops_still_stops_the_run(tiny_bert_dir
         return real_step(run, indices)
 
     monkeypatch.setattr(train_module, "train_step", step_then_interrupt_at_step_3)
-    # Python's handler, as in a terminal, also when the tests were started in the background (`command &`).
-    started_with = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        assert main(finetune_argv(tiny_bert_dir, email_corpus, tmp_path / "run")) == 130
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, started_with)
+    assert main(finetune_argv(tiny_bert_dir, email_corpus, tmp_path / "run")) == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert steps == [1, 2, 3]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("dropped", ["before the test set is scored", "after the run is written"])
+def test_a_dropped_ctrl_c_outside_training_ends_the_command_as_interrupted(dropped, tiny_bert_dir, email_corpus, tmp_path,
+                                                                           monkeypatch):
+    """Before scoring the test set, the next batch of inference stops the command (no metrics.json);
+    where no loop checks any more, the command still ends as interrupted, with exit code 130."""
+    write_test_scores = train_module.test_and_write
+
+    def interrupted_around_test_and_write(*args):
+        if dropped == "before the test set is scored":
+            InterruptedWhenCollected()
+        metrics = write_test_scores(*args)
+        if dropped == "after the run is written":
+            InterruptedWhenCollected()
+        return metrics
+
+    monkeypatch.setattr(train_module, "test_and_write", interrupted_around_test_and_write)
+    out = tmp_path / "run"
+    assert main(finetune_argv(tiny_bert_dir, email_corpus, out, "--epochs", "1")) == 130
+    assert (out / "metrics.json").exists() == (dropped == "after the run is written")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.fixture(autouse=True)
+def python_handles_ctrl_c():
+    """Python's SIGINT handler, as in a terminal, also when the tests were started in the background
+    (`command &` ignores SIGINT, and the ignoring is inherited)."""
+    started_with = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, started_with)
 
 
 def test_a_resumed_run_reuses_the_spilled_activation_cache(tiny_bert_dir, email_corpus, tmp_path, uninterrupted):

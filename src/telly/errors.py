@@ -33,9 +33,11 @@ def one_line(error: BaseException) -> str | None:
 
 def at_the_boundary(action: typing.Callable[[], object], after_interrupt: typing.Callable[[], str] = lambda: "") -> int:
     """Run `action`; a user mistake or a failing environment is one line on stderr and exit code 2,
-    Ctrl-C one line (with what the command says about it) and exit code 130."""
+    Ctrl-C one line (with what the command says about it) and exit code 130, also when Python
+    dropped its KeyboardInterrupt (`interrupts_remembered`)."""
     try:
-        action()
+        with interrupts_remembered():
+            action()
     except (UserError, OSError) as error:
         print(f"telly: error: {one_line(error)}", file=sys.stderr)
         return USER_ERROR_EXIT
@@ -53,9 +55,10 @@ _interrupted = threading.Event()
 def interrupts_remembered() -> Iterator[None]:
     """Inside the block Ctrl-C raises KeyboardInterrupt as usual and is also remembered, for
     `raise_if_interrupted`: Python drops an exception raised while a finalizer (a `__del__`) runs,
-    so a Ctrl-C landing there would be lost and the command would run on to its end. Where the
-    handler is not Python's default (set by the caller) or cannot be set (not the main thread),
-    nothing changes."""
+    so a Ctrl-C landing there would be lost and the command would run on to its end. Loops check
+    at each step (training) or batch (`Runtime.infer`); a remembered interrupt that no check met
+    is raised when the block ends. Where the handler is not Python's default (set by the caller,
+    or an enclosing block) or cannot be set (not the main thread), nothing changes."""
     if threading.current_thread() is not threading.main_thread() \
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
@@ -69,8 +72,10 @@ def interrupts_remembered() -> Iterator[None]:
     signal.signal(signal.SIGINT, remember_and_raise)
     try:
         yield
+        raise_if_interrupted()
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        _interrupted.clear()
 
 
 def raise_if_interrupted() -> None:

@@ -27,7 +27,7 @@ from accelerate.utils import send_to_device
 from tqdm.auto import tqdm
 
 from telly.config import PRECISIONS
-from telly.errors import UserError
+from telly.errors import UserError, raise_if_interrupted
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -59,6 +59,7 @@ class Runtime:
         """`compute(batch)` for each batch, on the device; the results, back on the CPU, in order."""
         results = []
         for batch in tqdm(list(batches), desc=description, leave=False, disable=None):
+            raise_if_interrupted()
             with self.autocast():
                 results.append(send_to_device(compute(self.move(batch)), "cpu"))
         return results

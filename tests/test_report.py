@@ -91,5 +91,16 @@ def test_over_seeds_a_difference_is_significant_only_when_its_interval_excludes_
     assert "## Over seeds" in markdown and "<h2>Over seeds</h2>" in (tmp_path / "report.html").read_text()
 
 
+def test_each_run_is_compared_with_the_full_fine_tuning_of_its_own_seed(tmp_path):
+    runs = seeded_runs(tmp_path, "full", -1, [0.70, 0.72]) + seeded_runs(tmp_path, "k3", 3, [0.69, 0.70, 0.68])
+    runs[1].metrics.epoch_seconds = [30.0, 20.0]  # full's seed 2 ran twice as fast as seed 1 (10 s later epochs)
+    rows = [row.split(" | ") for row in comparison_table(runs).splitlines()[2:]]
+    delta, speedup = rows[0].index("+0.0000"), rows[0].index("1.00x")
+    assert [(row[0], row[delta], row[speedup]) for row in rows] == [
+        ("| full-seed1", "+0.0000", "1.00x"), ("| full-seed2", "+0.0000", "1.00x"),
+        ("| k3-seed1", "-0.0100", "1.00x"), ("| k3-seed2", "-0.0200", "2.00x"),
+        ("| k3-seed3", "-0.0200", "1.00x")]  # seed 3 has no full run: the first one's
+
+
 def test_one_seed_per_variant_has_no_table_over_seeds(tmp_path):
     assert seeds_table([make_run(tmp_path / "full", -1, 10.0, 0.7), make_run(tmp_path / "k3", 3, 10.0, 0.6)]) is None

@@ -60,7 +60,8 @@ def expand_run_folders(folders: list[Path]) -> list[Path]:
 
 
 def comparison_table(runs: list[Run]) -> str:
-    """A Markdown table, one row per run; Δ and speedup are relative to the full fine-tuning run (K=-1)."""
+    """A Markdown table, one row per run; Δ and speedup are relative to the full fine-tuning run (K=-1)
+    of the same seed, or to the first full fine-tuning run where none has that seed."""
     return _markdown(_table_rows(runs))
 
 
@@ -76,7 +77,10 @@ def _table_rows(runs: list[Run]) -> list[list[str]]:
         raise UserError(f"runs of different tasks cannot share a table: {', '.join(sorted(tasks))}")
     metric_names = list(runs[0].metrics.test)
     selection = runs[0].metrics.selection_metric
-    full = next((run.metrics for run in runs if variant(run.metrics) == "full"), None)
+    fulls = [run.metrics for run in runs if variant(run.metrics) == "full"]
+    full_of_seed = {}
+    for metrics in fulls:
+        full_of_seed.setdefault(metrics.seed, metrics)
     header = ["run", "variant", f"zero-shot {selection}", *metric_names, f"Δ {selection} vs full",
               "trainable / total params", "s/epoch (1st)", "s/epoch (later)", "speedup vs full", "best epoch",
               "steps", "device", "peak RSS (MB)", "peak device memory (MB)"]
@@ -85,6 +89,7 @@ def _table_rows(runs: list[Run]) -> list[list[str]]:
         name, metrics = run.name, run.metrics
         params = metrics.params
         first, later = epoch_seconds(metrics)
+        full = full_of_seed.get(metrics.seed, fulls[0] if fulls else None)
         rows.append([
             name,
             variant(metrics),

@@ -65,18 +65,18 @@ class _PassThrough(nn.Module):
 
 
 class _Recorder(_PassThrough):
-    """Stores its input (the prefix's output) into `store`, and forgets the call's sequences in
-    `replaces` (the states it was computed from, when the cache grows)."""
+    """Stores its input (the prefix's output) into `store`; while the cache grows, the call's old
+    states (those it was computed from) are then forgotten."""
 
-    def __init__(self, cache: "FrozenPrefixCache", store: StateStore, replaces: StateStore | None = None):
+    def __init__(self, cache: "FrozenPrefixCache", store: StateStore):
         super().__init__(cache)
-        self.store, self.replaces = store, replaces
+        self.store = store
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
         self.cache._store(hidden_states, self.store)
-        if self.replaces is not None:
+        if self.cache._growing_into is not None:
             for key in self.cache._current_keys:
-                self.replaces.discard(key)
+                self.cache.store.discard(key)
         return self.cache._block_output(hidden_states, args, kwargs)
 
 
@@ -129,7 +129,7 @@ class FrozenPrefixCache:
         self._current_mask: torch.Tensor | None = None  # which positions of the current call are real tokens
         self._seen: set[tuple[int, ...]] = set()  # distinct sequences the current fill met
         self._all_stored = False  # whether every sequence of the current encoder call is stored
-        self._growing_into: StateStore | None = None  # while growing: the new states
+        self._growing_into: StateStore | None = None  # while growing: the new states (self.store holds the old)
 
     def __len__(self) -> int:
         return len(self.store)
@@ -168,7 +168,7 @@ class FrozenPrefixCache:
         self._growing_into = grown
         try:
             with self._hooked_block_k_input(self._replay_input):  # block K, the first newly frozen one
-                counts = self._record(model, grown, replayed, run_batches, at=k, replaces=self.store)
+                counts = self._record(model, grown, replayed, run_batches, at=k)
         finally:
             self._growing_into = None
         old_folder, self.store, self.k = self.spill_folder, grown, k
@@ -213,15 +213,14 @@ class FrozenPrefixCache:
                           self.device_limit)
 
     def _record(self, model: nn.Module, store: StateStore, below: list[nn.Module], run_batches: Callable[[], None],
-                at: int | None = None, replaces: StateStore | None = None) -> FillCounts:
+                at: int | None = None) -> FillCounts:
         """Run `run_batches()` in eval mode (no dropout in the frozen part) with blocks 0.. replaced
-        by `below`, block `at` (default K) by a recorder into `store` (forgetting each recorded
-        sequence in `replaces`) and the blocks above it by pass-throughs: what the rest of the model
-        computes is thrown away."""
+        by `below`, block `at` (default K) by a recorder into `store` and the blocks above it by
+        pass-throughs: what the rest of the model computes is thrown away."""
         at = self.k if at is None else at
         was_training = model.training
         model.eval()
-        top = [_Recorder(self, store, replaces)] + [_PassThrough(self) for _ in self.backbone.blocks[at + 1 :]]
+        top = [_Recorder(self, store)] + [_PassThrough(self) for _ in self.backbone.blocks[at + 1 :]]
         stored_before, self._seen = len(store), set()
         with self._swapped(below + top), self._watching_encoder_calls(remember=True):
             run_batches()

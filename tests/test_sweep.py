@@ -21,10 +21,10 @@ def test_variants_are_full_then_each_k_then_lora():
                                                                        Variant("lora", "lora", -1)]
 
 
-def test_each_variant_runs_once_per_seed_in_a_folder_of_its_own():
+def test_each_variant_runs_once_per_seed_in_a_folder_of_its_own_seed_by_seed():
     variants = sweep_variants(4, "2", lora=True, seeds="3,1,3")
-    assert [(v.name, v.seed) for v in variants] == [("full-seed3", 3), ("full-seed1", 1), ("k2-seed3", 3), ("k2-seed1", 1),
-                                                    ("lora-seed3", 3), ("lora-seed1", 1)]
+    assert [(v.name, v.seed) for v in variants] == [("full-seed3", 3), ("k2-seed3", 3), ("lora-seed3", 3),
+                                                    ("full-seed1", 1), ("k2-seed1", 1), ("lora-seed1", 1)]
     assert [(v.name, v.seed) for v in sweep_variants(4, "2", lora=False, seeds="7")] == [("full", 7), ("k2", 7)]
 
 

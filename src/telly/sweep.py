@@ -38,7 +38,10 @@ class Variant:
 def sweep_variants(num_layers: int, ks: str, lora: bool, seeds: str | None = None,
                    progressive: bool = False) -> list[Variant]:
     """Full fine-tuning first, then Telly-K for `ks` ("all" = 0..L-1, or "0,3,5"), then progressive
-    freezing and LoRA if asked; each once per seed of `seeds` ("1,2,3"; None: once, with the sweep's --seed)."""
+    freezing and LoRA if asked; each once per seed of `seeds` ("1,2,3"; None: once, with the sweep's --seed).
+    Seed by seed: all the variants of one seed run before the next seed's, so that a change in the
+    machine's speed (a shared machine's slow hour) falls on every variant of a seed, which the
+    comparisons paired by seed cancel, rather than on every seed of one variant."""
     if ks == "all":
         chosen = list(range(num_layers))
     else:
@@ -55,7 +58,7 @@ def sweep_variants(num_layers: int, ks: str, lora: bool, seeds: str | None = Non
     if len(each_seed) == 1:
         return [dataclasses.replace(variant, seed=each_seed[0]) for variant in variants]
     return [dataclasses.replace(variant, name=f"{variant.name}-seed{seed}", seed=seed)
-            for variant in variants for seed in each_seed]
+            for seed in each_seed for variant in variants]
 
 
 def _integers(option: str, text: str, alternatives: str = "") -> list[int]:

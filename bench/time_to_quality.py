@@ -57,9 +57,12 @@ def main() -> int:
         parser.error("--seeds needs at least two seeds: the intervals are over seeds")
 
     reference = finished_runs(args.reference).get(FULL, {}) if args.reference else None
-    if reference is not None and not seeds <= set(reference):
-        return reference_error(args.reference, "it has no finished full fine-tuning (full-seed<S>) for seeds "
-                               f"{sorted(seeds - set(reference))}")
+    if reference is not None:  # what can be checked before any training
+        mismatch = (f"it has no finished full fine-tuning (full-seed<S>) for seeds {sorted(seeds - set(reference))}"
+                    if not seeds <= set(reference) else
+                    reference_mismatch(reference, {"task": args.task, "model": args.model}))
+        if mismatch:
+            return reference_error(args.reference, mismatch)
 
     data = args.data or args.out / "data"
     if args.data is None and not (data / "train.jsonl").exists():
@@ -71,8 +74,9 @@ def main() -> int:
         return code
 
     runs, reference_name = finished_runs(args.out), FULL
-    if reference is not None:
-        mismatch = reference_mismatch(reference, runs[FULL])
+    if reference is not None:  # what the sweep's runs tell
+        ours = next(iter(runs[FULL].values()))
+        mismatch = reference_mismatch(reference, {what: getattr(ours, what) for what in ("selection_metric", "examples")})
         if mismatch:
             return reference_error(args.reference, mismatch)
         reference_name = f"full, {budget_label(reference)} (reference)"
@@ -101,12 +105,13 @@ def finished_runs(sweep: Path) -> dict[str, dict[int, RunMetrics]]:
     return runs
 
 
-def reference_mismatch(reference: dict[int, RunMetrics], full: dict[int, RunMetrics]) -> str | None:
-    """Why a reference sweep's full fine-tuning cannot set the targets of this sweep; None if it can."""
-    ours, theirs = next(iter(full.values())), next(iter(reference.values()))
-    for what in ("task", "model", "selection_metric", "examples"):
-        if getattr(ours, what) != getattr(theirs, what):
-            return f"its runs' {what} is {getattr(theirs, what)!r}, this sweep's {getattr(ours, what)!r}"
+def reference_mismatch(reference: dict[int, RunMetrics], ours: dict[str, object]) -> str | None:
+    """Why a reference sweep's full fine-tuning cannot set the targets of this sweep, whose runs'
+    fields are `ours` (e.g. {"task": "code-search"}); None if it can."""
+    theirs = next(iter(reference.values()))
+    for what, value in ours.items():
+        if getattr(theirs, what) != value:
+            return f"its runs' {what} is {getattr(theirs, what)!r}, this sweep's {value!r}"
     return None
 
 

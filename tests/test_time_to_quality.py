@@ -157,3 +157,10 @@ def test_a_reference_without_the_seeds_or_of_other_data_is_refused_in_one_line(t
     no_seed_3 = bench("--out", str(out), "--reference", str(reference), *seeds)
     assert no_seed_3.returncode == 2 and no_seed_3.stderr.count("\n") == 1 and "for seeds [3]" in no_seed_3.stderr
     assert not (out / "full-seed3").exists()  # refused before training
+
+    _, other_model = copy_with_reference(sweep, tmp_path / "other-model", lambda metrics: metrics.update(model="smollm2"))
+    fresh = tmp_path / "fresh"
+    refused = bench("--out", str(fresh), "--reference", str(other_model), *options)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert refused.stderr.rstrip().endswith(f"model is 'smollm2', this sweep's {options[options.index('--model') + 1]!r}")
+    assert not fresh.exists()  # refused before training

@@ -122,6 +122,10 @@ CASES = {
                          task_args("code-completion", save_tiny_t5(d / "t5", m), d / "lines", o))[1],
         r"code-completion runs decoder-only .* not the encoder-decoder t5",
     ),
+    "unknown selection metric": (
+        lambda m, d, o: finetune_args(m, d, o, "--select-by", "bleu"),
+        r"--select-by: code-search is scored by mrr, r@1, r@5, r@10; got 'bleu'",
+    ),
     "unknown method": (lambda m, d, o: finetune_args(m, d, o, "--method", "adapters"), r"--method must be one of telly, lora"),
     "LoRA with --freeze": (
         lambda m, d, o: finetune_args(m, d, o, "--method", "lora", "--freeze", "2"),

@@ -58,8 +58,8 @@ def independent_mrr(model: BertModel, tokenizer, data_dir) -> float:
 
 def test_metrics_json_holds_what_the_issue_lists(run, email_corpus):
     out, metrics = run
-    assert set(metrics["test"]) == {"mrr", "r@1", "r@5", "r@10"}
-    assert set(metrics["zero_shot_test"]) == {"mrr", "r@1", "r@5", "r@10"}
+    assert set(metrics["test"]) == set(metrics["zero_shot_test"]) == {"mrr", "r@1", "r@5", "r@10"}
+    assert set(CodeSearchTask.metrics) == set(metrics["test"]) and metrics["selection_metric"] == "mrr"
     assert metrics["best_epoch"] in (1, 2) and len(metrics["epoch_seconds"]) == 2
     assert metrics["seconds_per_epoch"] == pytest.approx(np.mean(metrics["epoch_seconds"]))
     assert metrics["peak_rss_mb"] > 100
@@ -206,3 +206,31 @@ def test_patience_stops_after_that_many_evaluations_without_a_better_valid_score
     expected_best = 2 if patience else 6
     assert metrics["best_epoch"] == expected_best
     assert all(torch.equal(best[name], value) for name, value in weights_at[expected_best - 1].items())
+
+
+@pytest.mark.parametrize("select_by, best, evaluations", [(None, 1, 3), ("mrr", 1, 3), ("r@1", 3, 5)])
+def test_select_by_names_the_valid_metric_that_picks_the_best_and_that_patience_watches(
+        select_by, best, evaluations, tiny_bert_dir, email_corpus, tmp_path, monkeypatch):
+    """Scripted valid scores where MRR is best at the 1st evaluation and R@1 at the 3rd: with
+    --patience 2 the run stops two evaluations after the best of the metric it selects by and
+    tests that evaluation's weights."""
+    scripted = iter([{"mrr": 0.5, "r@1": 0.1}, {"mrr": 0.4, "r@1": 0.2}, {"mrr": 0.3, "r@1": 0.3},
+                     {"mrr": 0.2, "r@1": 0.25}, {"mrr": 0.1, "r@1": 0.2}, {"mrr": 0.9, "r@1": 0.9}])
+    weights_at, real_evaluate = [], train_module.evaluate
+
+    def evaluate(run, examples, description, valid_metrics=None):
+        if not description.startswith("valid at step"):
+            return real_evaluate(run, examples, description, valid_metrics)
+        weights_at.append({name: p.detach().clone() for name, p in run.model.named_parameters() if p.requires_grad})
+        return next(scripted)
+
+    monkeypatch.setattr(train_module, "evaluate", evaluate)
+    out = tmp_path / "run"
+    assert main(["finetune", "--task", "code-search", "--model", str(tiny_bert_dir), "--data", str(email_corpus),
+                 "--out", str(out), "--epochs", "6", "--batch-size", "8", "--max-train-examples", "16",
+                 "--max-eval-examples", "8", "--patience", "2", *(["--select-by", select_by] if select_by else [])]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["selection_metric"] == (select_by or "mrr")
+    assert len(metrics["history"]) == evaluations and metrics["best_epoch"] == best and metrics["stopped_early"]
+    tested = load_file(out / "best" / "model.safetensors")
+    assert all(torch.equal(tested[name], value) for name, value in weights_at[best - 1].items())

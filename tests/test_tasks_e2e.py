@@ -12,6 +12,7 @@ from transformers import (
 
 from telly.cli import main
 from telly.data import BUILDERS
+from telly.tasks import TASKS
 
 EMAIL = Path(sysconfig.get_paths()["stdlib"]) / "email"
 K = 1
@@ -89,6 +90,7 @@ def test_task_end_to_end(case, models, datasets, tmp_path):
     metrics = finetune(task, models[model_name], datasets[task], tmp_path / "run")
 
     assert set(metrics["test"]) == metric_keys
+    assert set(TASKS[task].metrics) == metric_keys - {"threshold"}  # what --select-by may name
     assert metrics["activation_cache"]  # every task and family runs from the cache at K >= 0
     assert metrics["pooling"] == {"clone-detection/llama": "last", "clone-detection/bert": "mean"}.get(case)
     assert (metrics["zero_shot_test"] is None) == new_parts

@@ -21,7 +21,7 @@ from telly.sweep import EXECUTORS
 SET_BY_SWEEP = frozenset({"freeze", "method", "resume", "overwrite", "auto_freeze"})
 # ... and those that mean nothing to `telly recommend`, whose brief run is full fine-tuning for one epoch.
 UNUSED_BY_RECOMMEND = frozenset({"freeze", "method", "resume", "overwrite", "epochs", "checkpoint_every", "patience",
-                                 "lora", "cache", "time_budget", "progressive"})
+                                 "select_by", "lora", "cache", "time_budget", "progressive"})
 
 
 class Parser(argparse.ArgumentParser):

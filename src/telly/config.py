@@ -180,6 +180,8 @@ class FinetuneConfig:
     trust_remote_code: bool = option(False, "allow the model folder's own Python code to run")
     overwrite: bool = option(False, "write into a run folder that already has results")
     resume: bool = option(False, "continue the interrupted run in --out from its last complete checkpoint")
+    select_by: str | None = option(None, "the valid metric that picks the best evaluation and that --patience watches "
+                                         "(default: the task's: mrr, f1, bleu or exact_match)")
     patience: int = option(0, "stop when the valid score has not improved for N evaluations in a row; the best "
                                   "checkpoint is tested (0: train to the end)")
     checkpoint_every: int = option(0, "also save a resumable checkpoint every N training steps (0: at the end of each "

@@ -18,6 +18,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from telly.config import FinetuneConfig
+from telly.errors import UserError
 from telly.models.layers import find_backbone, max_positions
 from telly.models.load import encoder_class, load_pretrained
 from telly.runtime import CPU, Runtime
@@ -45,8 +46,10 @@ class TaskModel(nn.Module):
 
 class Task(ABC):
     name: ClassVar[str]
-    #: The validation metric that picks the best checkpoint (higher is better).
+    #: The validation metric that picks the best checkpoint by default (--select-by names another).
     selection_metric: ClassVar[str]
+    #: The quality metrics `evaluate` returns, each higher-is-better (what --select-by may name).
+    metrics: ClassVar[tuple[str, ...]]
     #: Config values set before the pre-trained weights load (e.g. {"is_decoder": True}).
     pretrained_overrides: ClassVar[dict] = {}
     #: Whether `evaluate` needs `valid_metrics` for a fair test score (then valid is scored first).
@@ -60,6 +63,10 @@ class Task(ABC):
     def __init__(self, config: FinetuneConfig, runtime: Runtime = CPU):
         self.config = config
         self.runtime = runtime
+        self.selection_metric = config.select_by or self.selection_metric
+        if self.selection_metric not in self.metrics:
+            raise UserError(f"--select-by: {self.name} is scored by {', '.join(self.metrics)}; "
+                            f"got {self.selection_metric!r}")
         self.tokenizer = None  # set by load_pretrained
         self.position_limit: int | None = None  # set by load_pretrained
 

@@ -60,6 +60,7 @@ class PairClassifier(TaskModel):
 class CloneDetectionTask(Task):
     name = "clone-detection"
     selection_metric = "f1"
+    metrics = ("precision", "recall", "f1")
     pools = True
     evaluates_from_prefix_cache = True
     tunes_on_valid = True

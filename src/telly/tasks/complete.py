@@ -47,6 +47,7 @@ def context_from_input(text: str) -> str:
 class CodeCompletionTask(Task):
     name = "code-completion"
     selection_metric = "exact_match"
+    metrics = ("exact_match", "edit_similarity")
     # Makes BERT/RoBERTa attend causally; decoder-only models are causal already.
     pretrained_overrides = {"is_decoder": True}
 

@@ -15,6 +15,7 @@ from telly.tasks.seq2seq import Seq2SeqExample, Seq2SeqTask
 class CodeGenerationTask(Seq2SeqTask):
     name = "code-generation"
     selection_metric = "bleu"
+    metrics = ("bleu", "exact_match")
     max_source_field = "max_nl_len"
     max_target_field = "max_code_len"
     separator = "\n"  # a decoder-only model writes the body on the line after the signature

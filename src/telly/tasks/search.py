@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from telly.data.formats import read_codesearchnet_split
-from telly.metrics import rank_metrics, ranked_candidates, ranks_in
+from telly.metrics import RECALL_CUTOFFS, rank_metrics, ranked_candidates, ranks_in
 from telly.tasks.base import Task, TaskModel
 from telly.tasks.encoders import embed_all, encode_pooled
 
@@ -47,6 +47,7 @@ class SentenceEncoder(TaskModel):
 class CodeSearchTask(Task):
     name = "code-search"
     selection_metric = "mrr"
+    metrics = ("mrr", *(f"r@{k}" for k in RECALL_CUTOFFS))
     pools = True
     evaluates_from_prefix_cache = True
 

@@ -20,6 +20,7 @@ def first_sentence(tokens: list[str]) -> list[str]:
 class CodeSummarizationTask(Seq2SeqTask):
     name = "code-summarization"
     selection_metric = "bleu"
+    metrics = ("bleu",)
     max_source_field = "max_code_len"
     max_target_field = "max_nl_len"
     separator = "\nSummary:\n"

@@ -470,6 +470,21 @@ def test_line_completion_on_a_decoder_is_cached_exactly(family, byte_level_token
         assert_cached_training_is_exact(task, task, pretrained, k, data)
 
 
+@pytest.mark.slow
+def test_the_real_smollm2_is_cached_exactly_at_half_its_depth(tmp_path):
+    """SmolLM2-135M (GGUF, tied embeddings and LM head, rotary positions) at K=15 of 30, line
+    completion on real code: the cached losses are the uncached ones, step by step."""
+    from telly.data import BUILDERS
+    from telly.tasks.complete import CodeCompletionTask
+
+    BUILDERS["code-completion"]([EMAIL], tmp_path, seed=0)
+    task = CodeCompletionTask(FinetuneConfig(task="code-completion", model="smollm2", data="-", out="-",
+                                             max_code_len=96, max_nl_len=16))
+    pretrained = task.load_pretrained()
+    assert pretrained.config.tie_word_embeddings and find_backbone(pretrained).num_layers == 30
+    assert_cached_training_is_exact(task, task, pretrained, 15, task.read_split(tmp_path, "train")[:16])
+
+
 # Evaluation from the cache: valid and test inputs go through the frozen prefix once per run.
 
 

@@ -46,8 +46,9 @@ class TaskModel(nn.Module):
 
 class Task(ABC):
     name: ClassVar[str]
-    #: The validation metric that picks the best checkpoint by default (--select-by names another).
-    selection_metric: ClassVar[str]
+    #: The validation metric that picks the best checkpoint: the class names the task's own, and
+    #: an instance takes --select-by's instead when given.
+    selection_metric: str
     #: The quality metrics `evaluate` returns, each higher-is-better (what --select-by may name).
     metrics: ClassVar[tuple[str, ...]]
     #: Config values set before the pre-trained weights load (e.g. {"is_decoder": True}).

@@ -179,30 +179,35 @@ def test_training_shows_its_progress_and_hides_transformers_loading_bar(tiny_ber
     assert "Loading weights" not in screen
 
 
+def finetune_with_scripted_valid_scores(scores, model_dir, data_dir, out, monkeypatch, *options):
+    """A 6-epoch run whose validations return `scores` in turn; its metrics.json, its best
+    checkpoint and the trainable weights at each validation."""
+    scripted, weights_at, real_evaluate = iter(scores), [], train_module.evaluate
+
+    def evaluate(run, examples, description, valid_metrics=None):
+        if not description.startswith("valid at step"):
+            return real_evaluate(run, examples, description, valid_metrics)
+        weights_at.append({name: p.detach().clone() for name, p in run.model.named_parameters() if p.requires_grad})
+        return next(scripted)
+
+    monkeypatch.setattr(train_module, "evaluate", evaluate)
+    assert main(["finetune", "--task", "code-search", "--model", str(model_dir), "--data", str(data_dir),
+                 "--out", str(out), "--epochs", "6", "--batch-size", "8", "--max-train-examples", "16",
+                 "--max-eval-examples", "8", *options]) == 0
+    return json.loads((out / "metrics.json").read_text()), load_file(out / "best" / "model.safetensors"), weights_at
+
+
 @pytest.mark.parametrize("patience, evaluations", [(2, 4), (0, 6)])
 def test_patience_stops_after_that_many_evaluations_without_a_better_valid_score(
         tiny_bert_dir, email_corpus, tmp_path, monkeypatch, patience, evaluations):
     """Scripted valid MRRs 0.3, 0.5, 0.4, 0.45, 0.9, 0.95: with --patience 2 the run stops after the
     4th evaluation (two in a row below epoch 2's 0.5) and tests epoch 2's weights; without, it
     trains all 6 epochs."""
-    scripted, weights_at = iter([0.3, 0.5, 0.4, 0.45, 0.9, 0.95]), []
-    real_evaluate = train_module.evaluate
-
-    def evaluate(run, examples, description, valid_metrics=None):
-        if not description.startswith("valid at step"):
-            return real_evaluate(run, examples, description, valid_metrics)
-        weights_at.append({name: p.detach().clone() for name, p in run.model.named_parameters() if p.requires_grad})
-        return {"mrr": next(scripted)}
-
-    monkeypatch.setattr(train_module, "evaluate", evaluate)
-    out = tmp_path / "run"
-    assert main(["finetune", "--task", "code-search", "--model", str(tiny_bert_dir), "--data", str(email_corpus),
-                 "--out", str(out), "--epochs", "6", "--batch-size", "8", "--max-train-examples", "16",
-                 "--max-eval-examples", "8", "--patience", str(patience)]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics, best, weights_at = finetune_with_scripted_valid_scores(
+        [{"mrr": mrr} for mrr in [0.3, 0.5, 0.4, 0.45, 0.9, 0.95]], tiny_bert_dir, email_corpus, tmp_path / "run",
+        monkeypatch, "--patience", str(patience))
     assert len(metrics["history"]) == len(weights_at) == evaluations
     assert metrics["steps"] == 2 * evaluations and metrics["stopped_early"] == (patience > 0)
-    best = load_file(out / "best" / "model.safetensors")
     expected_best = 2 if patience else 6
     assert metrics["best_epoch"] == expected_best
     assert all(torch.equal(best[name], value) for name, value in weights_at[expected_best - 1].items())
@@ -214,23 +219,11 @@ def test_select_by_names_the_valid_metric_that_picks_the_best_and_that_patience_
     """Scripted valid scores where MRR is best at the 1st evaluation and R@1 at the 3rd: with
     --patience 2 the run stops two evaluations after the best of the metric it selects by and
     tests that evaluation's weights."""
-    scripted = iter([{"mrr": 0.5, "r@1": 0.1}, {"mrr": 0.4, "r@1": 0.2}, {"mrr": 0.3, "r@1": 0.3},
-                     {"mrr": 0.2, "r@1": 0.25}, {"mrr": 0.1, "r@1": 0.2}, {"mrr": 0.9, "r@1": 0.9}])
-    weights_at, real_evaluate = [], train_module.evaluate
-
-    def evaluate(run, examples, description, valid_metrics=None):
-        if not description.startswith("valid at step"):
-            return real_evaluate(run, examples, description, valid_metrics)
-        weights_at.append({name: p.detach().clone() for name, p in run.model.named_parameters() if p.requires_grad})
-        return next(scripted)
-
-    monkeypatch.setattr(train_module, "evaluate", evaluate)
-    out = tmp_path / "run"
-    assert main(["finetune", "--task", "code-search", "--model", str(tiny_bert_dir), "--data", str(email_corpus),
-                 "--out", str(out), "--epochs", "6", "--batch-size", "8", "--max-train-examples", "16",
-                 "--max-eval-examples", "8", "--patience", "2", *(["--select-by", select_by] if select_by else [])]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics, tested, weights_at = finetune_with_scripted_valid_scores(
+        [{"mrr": 0.5, "r@1": 0.1}, {"mrr": 0.4, "r@1": 0.2}, {"mrr": 0.3, "r@1": 0.3},
+         {"mrr": 0.2, "r@1": 0.25}, {"mrr": 0.1, "r@1": 0.2}, {"mrr": 0.9, "r@1": 0.9}],
+        tiny_bert_dir, email_corpus, tmp_path / "run", monkeypatch,
+        "--patience", "2", *(["--select-by", select_by] if select_by else []))
     assert metrics["selection_metric"] == (select_by or "mrr")
     assert len(metrics["history"]) == evaluations and metrics["best_epoch"] == best and metrics["stopped_early"]
-    tested = load_file(out / "best" / "model.safetensors")
     assert all(torch.equal(tested[name], value) for name, value in weights_at[best - 1].items())

@@ -46,3 +46,15 @@ def test_the_data_build_benchmark_starts():
     shown = subprocess.run([sys.executable, str(BENCH / "data_build_speed.py"), "--help"], capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     assert "--jobs" in shown.stdout and "--tasks" in shown.stdout
+
+
+def test_the_cache_fill_benchmark_finds_the_same_states_in_two_checkouts(tiny_bert_dir, email_corpus):
+    """This checkout against itself: every K's two caches replay the same loss."""
+    shown = subprocess.run([sys.executable, str(BENCH / "cache_fill_speed.py"), "--before", str(BENCH.parent),
+                            "--task", "code-search", "--model", str(tiny_bert_dir), "--data", str(email_corpus),
+                            "--ks", "0,2", "--rounds", "1", "--max-train-examples", "24"],
+                           capture_output=True, text=True, timeout=600)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    rows = [line.split(" | ") for line in shown.stdout.splitlines() if line.startswith("| ") and "K |" not in line]
+    assert [row[0] for row in rows] == ["| 0", "| 2"]
+    assert all(row[-1] == "yes |" for row in rows)

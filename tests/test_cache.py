@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import sysconfig
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,11 @@ def train_losses(task, model, batches, cache=None):
     return losses
 
 
+def loss_batches(task, model, data, size=5) -> list:
+    """The task's loss on `data`, `size` examples a call: what a cache records from."""
+    return [partial(task.loss, model, task.collate(data[i : i + size])) for i in range(0, len(data), size)]
+
+
 def tiny_config(tokenizer) -> BertConfig:
     """Dropout as the real model has it (0.1): frozen layers run in eval mode, cached or not."""
     return BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=HIDDEN, num_hidden_layers=4, num_attention_heads=2,
@@ -89,7 +95,7 @@ def test_cached_training_gives_the_uncached_losses_step_by_step(k, tokenizer, em
     freeze(cached, k)
     cache = FrozenPrefixCache(cached, k)
     # Filled from differently composed batches: padding and order must not matter.
-    cache.fill(cached, lambda: [task.loss(cached, task.collate(data[i : i + 5])) for i in range(0, len(data), 5)])
+    cache.fill(cached, loss_batches(task, cached, data))
     assert len(cache) == len({e.query for e in data} | {e.code for e in data})
     assert train_losses(task, cached, batches * 2, cache) == pytest.approx(expected, abs=1e-5)
     # The swaps are undone: the model is whole again.
@@ -118,7 +124,7 @@ def test_encoder_side_of_summarization_is_cached_exactly(tokenizer, email_corpus
     expected = train_losses(task, plain, batches * 2)
     cached = build()
     cache = FrozenPrefixCache(cached, k)
-    cache.fill(cached, lambda: [task.loss(cached, batch) for batch in batches])
+    cache.fill(cached, [partial(task.loss, cached, batch) for batch in batches])
     assert len(cache) == len({e.source for e in data})  # sources only: targets never went in
     assert train_losses(task, cached, batches * 2, cache) == pytest.approx(expected, abs=1e-5)
 
@@ -156,7 +162,7 @@ def test_t5_encoder_is_cached_exactly(k, tokenizer, email_corpus):
     expected = train_losses(task, plain, batches * 2)
     cached = frozen_model(task, pretrained, k)
     cache = FrozenPrefixCache(cached, k)
-    cache.fill(cached, lambda: [task.loss(cached, task.collate(data[i : i + 5])) for i in range(0, len(data), 5)])
+    cache.fill(cached, loss_batches(task, cached, data))
     assert len(cache) == len({e.source for e in data})
     assert train_losses(task, cached, batches * 2, cache) == pytest.approx(expected, abs=1e-5)
     assert all(type(block).__name__ == "T5Block" for block in pretrained.encoder.block)
@@ -166,7 +172,7 @@ def test_t5_encoder_is_cached_exactly(k, tokenizer, email_corpus):
 
 
 def fill(cache, task, model, data, size=5) -> FillCounts:
-    return cache.fill(model, lambda: [task.loss(model, task.collate(data[i : i + size])) for i in range(0, len(data), size)])
+    return cache.fill(model, loss_batches(task, model, data, size))
 
 
 def sequences(tokenizer, data, max_code_len=64) -> set[tuple[int, ...]]:
@@ -369,8 +375,7 @@ def test_a_growing_cache_drops_each_old_state_once_its_new_one_is_stored(memory_
 
 
 def grow(cache, task, model, k, data, size=5) -> FillCounts:
-    return cache.grow(model, k, lambda: [task.loss(model, task.collate(data[i : i + size]))
-                                         for i in range(0, len(data), size)])
+    return cache.grow(model, k, loss_batches(task, model, data, size))
 
 
 def test_the_memory_limit_must_be_positive():
@@ -418,7 +423,7 @@ def assert_cached_training_is_exact(task, fill_task, pretrained, k, data, batch_
     expected = train_losses(task, plain, batches * 2)
     model = frozen_model(task, pretrained, k)
     cache = FrozenPrefixCache(model, k)
-    cache.fill(model, lambda: [fill_task.loss(model, fill_task.collate(data[i : i + 5])) for i in range(0, len(data), 5)])
+    cache.fill(model, loss_batches(fill_task, model, data))
     assert train_losses(task, model, batches * 2, cache) == pytest.approx(expected, abs=1e-5)
     return cache
 
@@ -468,6 +473,37 @@ def test_line_completion_on_a_decoder_is_cached_exactly(family, byte_level_token
     data = task.read_split(tmp_path, "train")[:24]
     for k in (0, 3):
         assert_cached_training_is_exact(task, task, pretrained, k, data)
+
+
+def test_filling_and_growing_run_the_lm_head_for_the_first_batch_only(byte_level_tokenizer, tmp_path):
+    """What a decoder computes above the recorded block (its LM head over the whole vocabulary, the
+    loss) is thrown away: after the first batch, which counts the encoder calls of one, every batch
+    stops at its last, yet every sequence is stored and replayed exactly."""
+    from transformers import AutoModelForCausalLM
+
+    from telly.data import BUILDERS
+    from telly.tasks.complete import CodeCompletionTask
+
+    BUILDERS["code-completion"]([EMAIL], tmp_path, seed=0)
+    torch.manual_seed(0)
+    pretrained = AutoModelForCausalLM.from_config(tiny_decoder_config("llama", len(byte_level_tokenizer)))
+    task = CodeCompletionTask(FinetuneConfig(task="code-completion", data="-", out="-", max_code_len=48, max_nl_len=16))
+    task.tokenizer = byte_level_tokenizer
+    data = task.read_split(tmp_path, "train")[:24]
+    model = frozen_model(task, pretrained, 1)
+    head_calls = count_forwards(model.model.lm_head)
+    cache = FrozenPrefixCache(model, 1)
+    everything = len({tuple(row) for row in task.collate(data)["input_ids"].tolist()})  # right-padded: distinct rows
+    assert cache.fill(model, loss_batches(task, model, data)) == FillCounts(reused=0, computed=everything)
+    assert len(head_calls) == 1
+
+    freeze(model, 3)
+    expected = train_losses(task, copy.deepcopy(model), [task.collate(data[i : i + 8]) for i in range(0, 24, 8)])
+    head_calls.clear()
+    assert cache.grow(model, 3, loss_batches(task, model, data)) == FillCounts(reused=0, computed=everything)
+    assert len(head_calls) == 1
+    assert train_losses(task, model, [task.collate(data[i : i + 8]) for i in range(0, 24, 8)], cache) == \
+        pytest.approx(expected, abs=1e-5)
 
 
 @pytest.mark.slow

@@ -16,9 +16,10 @@ import random
 import resource
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -237,17 +238,16 @@ def cache_newly_frozen_blocks(run: Training, k: int) -> None:
              below, k, below, k - 1, counts.computed, counts.reused)
 
 
-def training_pass(run: Training, description: str) -> Callable[[], None]:
-    """One pass of the task's loss over every training example, as the cache records it. It draws no
-    random numbers, but a resumed run must not depend on that."""
-    def run_batches() -> None:
-        rng_states = rng_snapshot()
+def training_pass(run: Training, description: str) -> Iterator[Callable[[], torch.Tensor]]:
+    """One pass of the task's loss over every training example, a batch per call, as the cache
+    records it. It draws no random numbers, but a resumed run must not depend on that."""
+    rng_states = rng_snapshot()
+    try:
         for indices in tqdm(batches(list(range(len(run.train))), run.config.batch_size), desc=description,
                             leave=False, disable=None):
-            batch_loss(run, [run.train[i] for i in indices])
+            yield partial(batch_loss, run, [run.train[i] for i in indices])
+    finally:
         restore_rng(*rng_states)
-
-    return run_batches
 
 
 def batch_loss(run: Training, examples: list) -> torch.Tensor:

@@ -6,7 +6,8 @@ the stored output of block K-1 and run only the top L-K blocks. The model's own 
 it skip the prefix:
 
 - recording: block K is replaced by a recorder that stores its input (the prefix's output) per
-  sequence and the blocks above it by pass-throughs, so one pass costs the frozen work only; an
+  sequence and the blocks above it by pass-throughs, and a batch ends at its last encoder call (no
+  LM head or new decoder runs but the first batch's), so one pass costs the frozen work only; an
   encoder call whose every sequence is stored already skips the frozen blocks too;
 - replaying: blocks 0..K-1 are replaced by pass-throughs, and block K's input by the stored states;
 - evaluating: replaying where every sequence of an encoder call is stored, else the whole model
@@ -64,20 +65,30 @@ class _PassThrough(nn.Module):
         return self.cache._block_output(hidden_states, args, kwargs)
 
 
+class _BatchRecorded(Exception):
+    """Raised by the recorder once a batch's last encoder call is stored: the rest of the batch's
+    forward (a decoder's LM head over its whole vocabulary, a new decoder) would be thrown away."""
+
+
 class _Recorder(_PassThrough):
     """Stores its input (the prefix's output) into `store`; while the cache grows, the call's old
-    states (those it was computed from) are then forgotten."""
+    states (those it was computed from) are then forgotten. Ends the batch after its last encoder
+    call, once the first batch has counted them."""
 
     def __init__(self, cache: "FrozenPrefixCache", store: StateStore):
         super().__init__(cache)
         self.store = store
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        self.cache._store(hidden_states, self.store)
-        if self.cache._growing_into is not None:
-            for key in self.cache._current_keys:
-                self.cache.store.discard(key)
-        return self.cache._block_output(hidden_states, args, kwargs)
+        cache = self.cache
+        cache._store(hidden_states, self.store)
+        if cache._growing_into is not None:
+            for key in cache._current_keys:
+                cache.store.discard(key)
+        cache._calls_in_batch += 1
+        if cache._calls_in_batch == cache._calls_per_batch:
+            raise _BatchRecorded
+        return cache._block_output(hidden_states, args, kwargs)
 
 
 class _SkippedWhenStored(nn.Module):
@@ -130,6 +141,8 @@ class FrozenPrefixCache:
         self._seen: set[tuple[int, ...]] = set()  # distinct sequences the current fill met
         self._all_stored = False  # whether every sequence of the current encoder call is stored
         self._growing_into: StateStore | None = None  # while growing: the new states (self.store holds the old)
+        self._calls_in_batch = 0  # while recording: encoder calls of the current batch so far
+        self._calls_per_batch: int | None = None  # while recording: as many as the first batch made
 
     def __len__(self) -> int:
         return len(self.store)
@@ -140,25 +153,26 @@ class FrozenPrefixCache:
         return None if self.spill_root is None else self.spill_root / f"k{self.k}"
 
     @torch.no_grad()
-    def fill(self, model: nn.Module, run_batches: Callable[[], None]) -> FillCounts:
-        """Record the prefix output of every sequence the model sees while `run_batches()` runs.
+    def fill(self, model: nn.Module, batches: Iterable[Callable[[], object]]) -> FillCounts:
+        """Record the prefix output of every sequence the model sees while each of `batches` runs
+        (each runs the task's forward on one batch).
 
-        The model runs in eval mode (no dropout in the frozen part); what the rest of the model
-        computes in this pass is thrown away. Sequences stored already are not computed again.
+        The model runs in eval mode (no dropout in the frozen part); nothing above the prefix runs
+        but what the first batch needs to run to its end. Sequences stored already are not computed again.
         """
         prefix = [_SkippedWhenStored(self, block) for block in self.backbone.blocks[: self.k]]
-        counts = self._record(model, self.store, prefix, run_batches)
+        counts = self._record(model, self.store, prefix, batches)
         self.filled = True
         return counts
 
     @torch.no_grad()
-    def grow(self, model: nn.Module, k: int, run_batches: Callable[[], None]) -> FillCounts:
+    def grow(self, model: nn.Module, k: int, batches: Iterable[Callable[[], object]]) -> FillCounts:
         """Extend the cache to the bottom `k` blocks (> K, frozen since it was filled): the newly
-        frozen blocks K..k-1 run once over the stored states of every sequence `run_batches()`
-        sends (each must be stored); no block below them runs (the embeddings do, as when replaying).
+        frozen blocks K..k-1 run once over the stored states of every sequence `batches` send (each
+        must be stored); no block below them runs (the embeddings do, as when replaying).
         Each old state is dropped as soon as its new one is stored, so the cache holds about as much
-        as before while it grows; the old states `run_batches()` does not send (evaluation inputs)
-        go at the end, and so do their spilled shards.
+        as before while it grows; the old states `batches` do not send (evaluation inputs) go at the
+        end, and so do their spilled shards.
         """
         if k <= self.k:
             raise ValueError(f"the cache holds the bottom {self.k} blocks already; it grows to more, not {k}")
@@ -168,7 +182,7 @@ class FrozenPrefixCache:
         self._growing_into = grown
         try:
             with self._hooked_block_k_input(self._replay_input):  # block K, the first newly frozen one
-                counts = self._record(model, grown, replayed, run_batches, at=k)
+                counts = self._record(model, grown, replayed, batches, at=k)
         finally:
             self._growing_into = None
         old_folder, self.store, self.k = self.spill_folder, grown, k
@@ -212,18 +226,29 @@ class FrozenPrefixCache:
         return StateStore(prefix_fingerprint(self.backbone, k), self.spill_root / f"k{k}", self.memory_limit,
                           self.device_limit)
 
-    def _record(self, model: nn.Module, store: StateStore, below: list[nn.Module], run_batches: Callable[[], None],
-                at: int | None = None) -> FillCounts:
-        """Run `run_batches()` in eval mode (no dropout in the frozen part) with blocks 0.. replaced
+    def _record(self, model: nn.Module, store: StateStore, below: list[nn.Module],
+                batches: Iterable[Callable[[], object]], at: int | None = None) -> FillCounts:
+        """Run each of `batches` in eval mode (no dropout in the frozen part) with blocks 0.. replaced
         by `below`, block `at` (default K) by a recorder into `store` and the blocks above it by
-        pass-throughs: what the rest of the model computes is thrown away."""
+        pass-throughs. The first batch runs to its end and counts its encoder calls (code search
+        makes two, for queries and code); every later one stops after as many, so the rest of the
+        model runs once in all. A later batch with more calls would leave its last ones unstored
+        and fail loudly at replay; with fewer, it runs to its end."""
         at = self.k if at is None else at
         was_training = model.training
         model.eval()
         top = [_Recorder(self, store)] + [_PassThrough(self) for _ in self.backbone.blocks[at + 1 :]]
-        stored_before, self._seen = len(store), set()
+        stored_before, self._seen, self._calls_per_batch = len(store), set(), None
         with self._swapped(below + top), self._watching_encoder_calls(remember=True):
-            run_batches()
+            for run_batch in batches:
+                self._calls_in_batch = 0
+                try:
+                    run_batch()
+                except _BatchRecorded:
+                    continue
+                if self._calls_per_batch is None:  # the first batch, which ran to its end
+                    self._calls_per_batch = self._calls_in_batch
+        self._calls_per_batch = None
         store.flush()
         model.train(was_training)
         computed = len(store) - stored_before

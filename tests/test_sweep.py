@@ -1,11 +1,15 @@
 """`telly sweep`: variants, the report, skip/resume of a sweep started again, and the Ray executor."""
 
 import json
+import subprocess
+import sys
+import time
 
 import pytest
 
 import telly.pipeline
 from telly import FinetuneConfig, UserError
+from telly.checkpoints import CHECKPOINTS
 from telly.cli import main
 from telly.report import load_run
 from telly.sweep import Variant, _finetune_entry, _finetune_for_ray, sweep_variants
@@ -112,6 +116,23 @@ def test_ray_executor_runs_the_variants_as_ray_tasks(tiny_bert_dir, email_corpus
     argv[argv.index("1,3")] = "3"
     assert main(argv) == 0
     assert load_run(local / "k3").metrics.test == runs[1].test
+
+
+def test_a_variant_ends_when_its_sweep_is_killed(tiny_bert_dir, email_corpus, tmp_path):
+    """A sweep killed alone (no Ctrl-C reaching its variant's process) does not leave the variant
+    training and writing into its folder: the variant, which shares the sweep's stderr, ends too
+    and closes it. Without that, it would train its 1,000 epochs."""
+    out = tmp_path / "killed-sweep"
+    argv = sweep_argv(tiny_bert_dir, email_corpus, out, "--epochs", "1000", "--checkpoint-every", "1")
+    sweep = subprocess.Popen([sys.executable, "-m", "telly.cli", *argv], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 1800  # a guard against a hang, far beyond any machine's speed
+    while not any((out / "full" / CHECKPOINTS).glob("step-*")):  # the variant's process trains
+        assert sweep.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    sweep.kill()
+    sweep.communicate(timeout=600)  # returns once every process writing to its stderr has ended
+    assert not (out / "full" / "metrics.json").exists()
 
 
 def test_a_sweep_over_seeds_reports_each_variant_with_its_interval(tiny_bert_dir, email_corpus, tmp_path):

@@ -2,8 +2,9 @@
 
 Each variant is an ordinary run folder `OUT/<variant>/` (`OUT/<variant>-seed<S>/` for each of
 several `--seeds`) written by `telly.pipeline.finetune`, in a process of its own (so its peak
-memory is its own). A sweep started again skips the variants that
-finished (they have metrics.json) and resumes the others from their last checkpoint. Executors:
+memory is its own) that ends when the sweep's process ends, even killed alone. A sweep started
+again skips the variants that finished (they have metrics.json) and resumes the others from their
+last checkpoint. Executors:
 - "local": one variant after another on this machine;
 - "ray": the variants as Ray tasks (Ray must be installed: `pip install 'telly[ray]'`).
 The report (`telly.report.write_report`) is rebuilt from the run folders at the end.
@@ -14,7 +15,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,15 +115,29 @@ def _run_variants(base: FinetuneConfig, out: Path, variants: list[Variant], exec
 
 
 def _run_in_own_process(config: FinetuneConfig) -> None:
-    process = multiprocessing.get_context("spawn").Process(target=_finetune_entry, args=(config,))
+    process = multiprocessing.get_context("spawn").Process(target=_variant_process, args=(config,))
     process.start()
     process.join()
     if process.exitcode != 0:
         raise UserError(f"variant {Path(config.out).name} failed (exit code {process.exitcode}); see {config.out}/log.txt")
 
 
+def _variant_process(config: FinetuneConfig) -> None:
+    """A variant's own process: `_finetune_entry`, ended by the end of the sweep's process too."""
+    threading.Thread(target=_end_when_the_sweep_ends, daemon=True).start()
+    _finetune_entry(config)
+
+
+def _end_when_the_sweep_ends() -> None:
+    """Ctrl-C reaches a variant along with its sweep, but a sweep killed alone (SIGTERM, SIGKILL)
+    would leave its variant running and writing into the sweep's folder. Killed instead (Ctrl-C may
+    be ignored: a sweep started in the background), it resumes from its last checkpoint, as any run does."""
+    multiprocessing.parent_process().join()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _finetune_entry(config: FinetuneConfig) -> None:
-    """A variant's process: errors end it as they end the CLI (one line, exit code 2)."""
+    """A variant's run: errors end it as they end the CLI (one line, exit code 2)."""
     from telly.pipeline import finetune
 
     sys.exit(at_the_boundary(lambda: finetune(config)))

@@ -112,6 +112,7 @@ def fill_once(args: argparse.Namespace, k: int) -> dict:
     counts = run.cache.fill(run.model, training_pass(run, "filling"))
     seconds = time.perf_counter() - start
     run.model.eval()
+    # Batch by batch here, not through training_pass: an older checkout's returns one callable for the pass.
     with torch.no_grad(), run.cache.replaying():
         loss = sum(batch_loss(run, [run.train[i] for i in indices]).item()
                    for indices in batches(list(range(len(run.train))), args.batch_size))

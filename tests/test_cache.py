@@ -498,12 +498,12 @@ def test_filling_and_growing_run_the_lm_head_for_the_first_batch_only(byte_level
     assert len(head_calls) == 1
 
     freeze(model, 3)
-    expected = train_losses(task, copy.deepcopy(model), [task.collate(data[i : i + 8]) for i in range(0, 24, 8)])
+    batches = [task.collate(data[i : i + 8]) for i in range(0, len(data), 8)]
+    expected = train_losses(task, copy.deepcopy(model), batches)
     head_calls.clear()
     assert cache.grow(model, 3, loss_batches(task, model, data)) == FillCounts(reused=0, computed=everything)
     assert len(head_calls) == 1
-    assert train_losses(task, model, [task.collate(data[i : i + 8]) for i in range(0, 24, 8)], cache) == \
-        pytest.approx(expected, abs=1e-5)
+    assert train_losses(task, model, batches, cache) == pytest.approx(expected, abs=1e-5)
 
 
 @pytest.mark.slow

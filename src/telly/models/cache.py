@@ -248,7 +248,6 @@ class FrozenPrefixCache:
                     continue
                 if self._calls_per_batch is None:  # the first batch, which ran to its end
                     self._calls_per_batch = self._calls_in_batch
-        self._calls_per_batch = None
         store.flush()
         model.train(was_training)
         computed = len(store) - stored_before

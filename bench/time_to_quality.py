@@ -38,7 +38,7 @@ def main() -> int:
     parser.add_argument("--model", default="default")
     parser.add_argument("--data", type=Path, help="dataset folder (default: built from the stdlib into OUT/data)")
     parser.add_argument("--out", type=Path, required=True, help="the sweep folder")
-    parser.add_argument("--ks", default="3,5", help="the K values of Telly-K (default: 3,5)")
+    parser.add_argument("--ks", default="3,5", help="the K values of Telly-K, or none (default: 3,5)")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds, at least two (default: 1,2,3)")
     parser.add_argument("--patience", type=int, default=3, help="validations without improvement that end a run "
                         "(default: 3)")

@@ -102,5 +102,17 @@ def test_each_run_is_compared_with_the_full_fine_tuning_of_its_own_seed(tmp_path
         ("| k3-seed3", "-0.0200", "1.00x")]  # seed 3 has no full run: the first one's
 
 
+def test_a_second_run_of_a_variant_and_seed_counts_in_neither_table(tmp_path):
+    again = make_run(tmp_path / "full-again", -1, 10.0, 0.90)
+    again.metrics.seed = 1
+    runs = seeded_runs(tmp_path, "full", -1, [0.70, 0.72]) + seeded_runs(tmp_path, "k3", 3, [0.69, 0.70]) + [again]
+    rows = [row.split(" | ") for row in comparison_table(runs).splitlines()[2:]]
+    delta = rows[0].index("+0.0000")
+    assert [row[delta] for row in rows] == ["+0.0000", "+0.0000", "-0.0100", "-0.0200", "+0.2000"]
+    over_seeds = seeds_table(runs)
+    assert over_seeds[1][:2] == ["full", "1, 2"] and over_seeds[1][2].startswith("0.7100 ")
+    assert over_seeds[2][3].startswith("-0.0150 ")  # against 0.70 and 0.72, not the later 0.90
+
+
 def test_one_seed_per_variant_has_no_table_over_seeds(tmp_path):
     assert seeds_table([make_run(tmp_path / "full", -1, 10.0, 0.7), make_run(tmp_path / "k3", 3, 10.0, 0.6)]) is None

@@ -23,6 +23,7 @@ def test_variants_are_full_then_each_k_then_lora():
     assert [v.name for v in sweep_variants(6, "5, 3,3", lora=False)] == ["full", "k3", "k5"]
     assert sweep_variants(4, "2", lora=True, progressive=True)[2:] == [Variant("progressive", "telly", "progressive"),
                                                                        Variant("lora", "lora", -1)]
+    assert [v.name for v in sweep_variants(6, "none", lora=False, progressive=True)] == ["full", "progressive"]
 
 
 def test_each_variant_runs_once_per_seed_in_a_folder_of_its_own_seed_by_seed():
@@ -33,8 +34,8 @@ def test_each_variant_runs_once_per_seed_in_a_folder_of_its_own_seed_by_seed():
 
 
 @pytest.mark.parametrize("ks, seeds, message", [
-    ("0,6", None, r"K=6 is out of range .* \(0\.\.5\)"), ("two", None, r"--ks must be 'all' or"),
-    ("", None, r"--ks must be 'all' or comma-separated integers, got ''"),
+    ("0,6", None, r"K=6 is out of range .* \(0\.\.5\)"), ("two", None, r"--ks must be 'all', 'none' or"),
+    ("", None, r"--ks must be 'all', 'none' or comma-separated integers, got ''"),
     ("1", "1,x", r"--seeds must be comma-separated integers, got '1,x'"),
 ])
 def test_bad_ks_and_seeds_are_refused(ks, seeds, message):

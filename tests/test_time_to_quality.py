@@ -42,6 +42,9 @@ def test_each_variant_against_full_fine_tuning_seed_by_seed():
     mean, half = (80 / 300 + 0.5) / 2, stats.t.ppf(0.975, 1) * stats.tstd([80 / 300, 0.5]) / 2 ** 0.5
     assert k3["fraction_of_full_time"]["mean"] == pytest.approx(mean)
     assert k3["fraction_of_full_time"]["interval"] == pytest.approx((mean - half, mean + half))
+    # full's own curve reached each target at 200 s: seed 1's last 100 s only confirmed its plateau
+    assert k3["fraction_of_full_time_to_target"]["per_seed"] == pytest.approx([80 / 200, 100 / 200])
+    assert summary["full"]["fraction_of_full_time_to_target"]["per_seed"] == [1, 1]
     # at 25% of full's time: seed 1 75 s (best of the validation at 40 s), seed 2 50 s
     assert k3["valid_at_0.25_of_full"]["per_seed"] == [0.65, 0.70]
     assert k3["test"]["per_seed"] == [0.66, 0.70]
@@ -61,6 +64,8 @@ def test_the_targets_and_times_can_come_from_a_reference_run_that_is_not_compare
     # targets 0.79 and 0.89; full's time 300 s for both seeds
     assert summary["full, 150 s"]["seconds_to_target"]["per_seed"] == [150, None]
     assert summary["k2, 150 s"]["fraction_of_full_time"]["per_seed"] == pytest.approx([150 / 300, 75 / 300])
+    # the reference reached its targets at 300 s, its last validations
+    assert summary["full, 150 s"]["fraction_of_full_time_to_target"]["per_seed"] == [0.5, None]
     assert summary["k2, 150 s"]["valid_at_0.25_of_full"]["per_seed"] == [0.72, 0.89]  # at 75 s
     assert summary["k2, 150 s"]["test_delta_vs_full"]["per_seed"] == pytest.approx([0.02, -0.01])
     assert summary["full, 300 s"]["seconds_to_target"]["per_seed"] == [300, 300]

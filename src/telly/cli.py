@@ -148,7 +148,8 @@ def build_parser() -> Parser:
     add_config_options(sweep, exclude=SET_BY_SWEEP, helps={
         "out": "sweep folder to write: a run folder per variant (full, k0, k1, ..., lora) and report.md, .html, .json "
                "and plots"})
-    sweep.add_argument("--ks", default="all", help="the K values: 'all' (0..L-1) or e.g. 0,3,5 (default: all)")
+    sweep.add_argument("--ks", default="all", help="the K values: 'all' (0..L-1), 'none' (full fine-tuning against "
+                       "--progressive or --lora alone) or e.g. 0,3,5 (default: all)")
     sweep.add_argument("--lora", action="store_true", help="also run the LoRA baseline (--lora-rank, --lora-alpha, --lora-targets)")
     sweep.add_argument("--progressive", action="store_true", help="also run --freeze progressive (--progressive-every, "
                        "--progressive-percentile)")

@@ -113,8 +113,8 @@ def seeds_table(runs: list[Run]) -> list[list[str]] | None:
     """Rows (header first) per variant over its seeds: the mean selection metric with a 95% interval,
     and the difference from full fine-tuning paired by seed; None when no variant ran with two seeds."""
     by_variant: dict[str, dict[int | None, RunMetrics]] = {}
-    for run in runs:
-        by_variant.setdefault(variant(run.metrics), {})[run.metrics.seed] = run.metrics
+    for run in runs:  # the first run of a variant and seed counts, as in comparison_table
+        by_variant.setdefault(variant(run.metrics), {}).setdefault(run.metrics.seed, run.metrics)
     if all(len(seeds) < 2 for seeds in by_variant.values()):
         return None
     selection = runs[0].metrics.selection_metric

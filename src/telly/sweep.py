@@ -41,15 +41,15 @@ class Variant:
 
 def sweep_variants(num_layers: int, ks: str, lora: bool, seeds: str | None = None,
                    progressive: bool = False) -> list[Variant]:
-    """Full fine-tuning first, then Telly-K for `ks` ("all" = 0..L-1, or "0,3,5"), then progressive
+    """Full fine-tuning first, then Telly-K for `ks` ("all" = 0..L-1, "none", or "0,3,5"), then progressive
     freezing and LoRA if asked; each once per seed of `seeds` ("1,2,3"; None: once, with the sweep's --seed).
     Seed by seed: all the variants of one seed run before the next seed's, so that a change in the
     machine's speed (a shared machine's slow hour) falls on every variant of a seed, which the
     comparisons paired by seed cancel, rather than on every seed of one variant."""
-    if ks == "all":
-        chosen = list(range(num_layers))
+    if ks in ("all", "none"):
+        chosen = list(range(num_layers)) if ks == "all" else []
     else:
-        chosen = sorted(set(_integers("--ks", ks, "'all' or ")))
+        chosen = sorted(set(_integers("--ks", ks, "'all', 'none' or ")))
     for k in chosen:
         if not 0 <= k <= num_layers - 1:
             raise UserError(f"--ks: K={k} is out of range for a model with {num_layers} layers (0..{num_layers - 1})")

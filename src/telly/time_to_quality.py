@@ -4,7 +4,9 @@ fine-tuning's best validation score, with 95% intervals over the seeds.
 A run's curve is its best validation score so far against its training seconds (what a run that
 keeps its best checkpoint has at that time). For each seed, the target is full fine-tuning's best
 validation score minus `within` (1 point: 0.01 on a 0–1 metric); "full's time" is full's whole
-training time for that seed. Every number is computed per seed, then given as the mean over seeds
+training time for that seed, and "full's time to target" the time full's own curve took to reach
+the target: trained until its score stops improving, full's whole time includes the epochs that
+only confirm the plateau, so the second ratio is what a user gains by switching. Every number is computed per seed, then given as the mean over seeds
 with a Student-t interval (telly.metrics.t_interval); test scores are also compared with full's
 seed by seed.
 
@@ -52,7 +54,8 @@ class Curve:
 def summarize(runs: dict[str, dict[int, RunMetrics]], within: float = 0.01, reference: str = FULL) -> dict:
     """`runs[variant][seed]` (the full fine-tuning `reference` among them) → per variant, over the
     seeds that the reference has too: seconds to come within `within` of the reference's best valid
-    score (and that time as a fraction of the reference's), the best valid score at 25%, 50% and
+    score (and that time as a fraction of the reference's training time and of the reference's own
+    time to the target), the best valid score at 25%, 50% and
     100% of the reference's training seconds, the test score, its difference from the reference's
     test score, and the training steps per second (how the cost of a step compares, and whether the
     machine ran at the same speed for runs made at different times); each with per-seed values,
@@ -61,14 +64,17 @@ def summarize(runs: dict[str, dict[int, RunMetrics]], within: float = 0.01, refe
     summary = {}
     for variant, by_seed in runs.items():
         seeds = sorted(set(by_seed) & set(full))
-        per_seed = {name: [] for name in ("seconds_to_target", "fraction_of_full_time", "test", "test_delta_vs_full",
+        per_seed = {name: [] for name in ("seconds_to_target", "fraction_of_full_time",
+                                          "fraction_of_full_time_to_target", "test", "test_delta_vs_full",
                                           "steps_per_second",
                                           *(f"valid_at_{fraction:g}_of_full" for fraction in FRACTIONS_OF_FULL))}
         for seed in seeds:
             curve, full_curve, full_seconds = Curve.of(by_seed[seed]), Curve.of(full[seed]), full[seed].train_seconds
-            reached = curve.seconds_to_reach(max(full_curve.scores) - within)
+            target = max(full_curve.scores) - within
+            reached, full_reached = curve.seconds_to_reach(target), full_curve.seconds_to_reach(target)
             per_seed["seconds_to_target"].append(reached)
             per_seed["fraction_of_full_time"].append(None if reached is None else reached / full_seconds)
+            per_seed["fraction_of_full_time_to_target"].append(None if reached is None else reached / full_reached)
             for fraction in FRACTIONS_OF_FULL:
                 per_seed[f"valid_at_{fraction:g}_of_full"].append(curve.best_at(fraction * full_seconds))
             per_seed["test"].append(by_seed[seed].selection_score)
@@ -89,16 +95,18 @@ def _over_seeds(values: list[float | None]) -> dict:
 def markdown(summary: dict, metric: str, within: float) -> str:
     lines = [
         f"Valid {metric}: seconds to come within {within:g} of full fine-tuning's best (mean over seeds, "
-        "95% t-interval), that time as a fraction of full's training time, the best valid score at "
+        "95% t-interval), that time as a fraction of full's training time and of full's own time to the "
+        "target, the best valid score at "
         "25%, 50% and 100% of full's training time, the test score, its difference from full's "
         "(paired by seed), and training steps per second.",
         "",
-        "| variant | seeds | seconds to target | × full's time | valid at 25% | valid at 50% | valid at 100% | test "
-        "| test Δ vs full | steps/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | seeds | seconds to target | × full's time | × full's time to target | valid at 25% | valid at 50% "
+        "| valid at 100% | test | test Δ vs full | steps/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for variant, row in summary.items():
-        cells = [_cell(row[name]) for name in ("seconds_to_target", "fraction_of_full_time", "valid_at_0.25_of_full",
+        cells = [_cell(row[name]) for name in ("seconds_to_target", "fraction_of_full_time",
+                                                "fraction_of_full_time_to_target", "valid_at_0.25_of_full",
                                                 "valid_at_0.5_of_full", "valid_at_1_of_full", "test",
                                                 "test_delta_vs_full", "steps_per_second")]
         lines.append(f"| {variant} | {len(row['seeds'])} | " + " | ".join(cells) + " |")

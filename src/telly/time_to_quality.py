@@ -6,9 +6,9 @@ keeps its best checkpoint has at that time). For each seed, the target is full f
 validation score minus `within` (1 point: 0.01 on a 0–1 metric); "full's time" is full's whole
 training time for that seed, and "full's time to target" the time full's own curve took to reach
 the target: trained until its score stops improving, full's whole time includes the epochs that
-only confirm the plateau, so the second ratio is what a user gains by switching. Every number is computed per seed, then given as the mean over seeds
-with a Student-t interval (telly.metrics.t_interval); test scores are also compared with full's
-seed by seed.
+only confirm the plateau, so the second ratio is what a user gains by switching. Every number is
+computed per seed, then given as the mean over seeds with a Student-t interval
+(telly.metrics.t_interval); test scores are also compared with full's seed by seed.
 
 The full fine-tuning that sets the targets need not be one of the compared runs: variants trained
 with half its time budget are measured against the full fine-tuning of the whole budget
@@ -55,11 +55,10 @@ def summarize(runs: dict[str, dict[int, RunMetrics]], within: float = 0.01, refe
     """`runs[variant][seed]` (the full fine-tuning `reference` among them) → per variant, over the
     seeds that the reference has too: seconds to come within `within` of the reference's best valid
     score (and that time as a fraction of the reference's training time and of the reference's own
-    time to the target), the best valid score at 25%, 50% and
-    100% of the reference's training seconds, the test score, its difference from the reference's
-    test score, and the training steps per second (how the cost of a step compares, and whether the
-    machine ran at the same speed for runs made at different times); each with per-seed values,
-    mean and 95% interval."""
+    time to the target), the best valid score at 25%, 50% and 100% of the reference's training
+    seconds, the test score, its difference from the reference's test score, and the training steps
+    per second (how the cost of a step compares, and whether the machine ran at the same speed for
+    runs made at different times); each with per-seed values, mean and 95% interval."""
     full = runs[reference]
     summary = {}
     for variant, by_seed in runs.items():

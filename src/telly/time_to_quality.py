@@ -99,8 +99,8 @@ def markdown(summary: dict, metric: str, within: float) -> str:
         "25%, 50% and 100% of full's training time, the test score, its difference from full's "
         "(paired by seed), and training steps per second.",
         "",
-        "| variant | seeds | seconds to target | × full's time | × full's time to target | valid at 25% | valid at 50% "
-        "| valid at 100% | test | test Δ vs full | steps/s |",
+        "| variant | seeds | seconds to target | × full's time | × full's time to target | valid at 25% "
+        "| valid at 50% | valid at 100% | test | test Δ vs full | steps/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for variant, row in summary.items():

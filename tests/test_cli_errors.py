@@ -229,7 +229,7 @@ CASES = {
         lambda m, d, o: ["sweep", *finetune_args(m, d, o)[1:], "--ks", "99"], r"--ks: K=99 is out of range",
     ),
     "sweep with no K": (
-        lambda m, d, o: ["sweep", *finetune_args(m, d, o)[1:], "--ks", ""], r"--ks must be 'all' or comma-separated integers",
+        lambda m, d, o: ["sweep", *finetune_args(m, d, o)[1:], "--ks", ""], r"--ks must be 'all', 'none' or comma-separated integers",
     ),
     "compare an unfinished run": (
         lambda m, d, o: (o.mkdir(), (o / "config.json").write_text("{}"), ["compare", "--run", str(o)])[2],

@@ -46,8 +46,10 @@ def sweep_variants(num_layers: int, ks: str, lora: bool, seeds: str | None = Non
     Seed by seed: all the variants of one seed run before the next seed's, so that a change in the
     machine's speed (a shared machine's slow hour) falls on every variant of a seed, which the
     comparisons paired by seed cancel, rather than on every seed of one variant."""
-    if ks in ("all", "none"):
-        chosen = list(range(num_layers)) if ks == "all" else []
+    if ks == "all":
+        chosen = list(range(num_layers))
+    elif ks == "none":
+        chosen = []
     else:
         chosen = sorted(set(_integers("--ks", ks, "'all', 'none' or ")))
     for k in chosen:

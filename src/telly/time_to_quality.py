@@ -95,9 +95,8 @@ def markdown(summary: dict, metric: str, within: float) -> str:
     lines = [
         f"Valid {metric}: seconds to come within {within:g} of full fine-tuning's best (mean over seeds, "
         "95% t-interval), that time as a fraction of full's training time and of full's own time to the "
-        "target, the best valid score at "
-        "25%, 50% and 100% of full's training time, the test score, its difference from full's "
-        "(paired by seed), and training steps per second.",
+        "target, the best valid score at 25%, 50% and 100% of full's training time, the test score, its "
+        "difference from full's (paired by seed), and training steps per second.",
         "",
         "| variant | seeds | seconds to target | × full's time | × full's time to target | valid at 25% "
         "| valid at 50% | valid at 100% | test | test Δ vs full | steps/s |",

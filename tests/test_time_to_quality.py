@@ -52,7 +52,13 @@ def test_each_variant_against_full_fine_tuning_seed_by_seed():
     assert summary["full"]["test_delta_vs_full"]["per_seed"] == [0, 0]
     # k5 never reaches seed 1's target: no mean, the seed counted as missing
     assert summary["k5"]["seconds_to_target"] == {"per_seed": [None, 30], "mean": None, "interval": None, "missing": 1}
-    assert "not reached in 1 of 2 seeds" in markdown(summary, "mrr", 0.01)
+    table = markdown(summary, "mrr", 0.01)
+    assert "not reached in 1 of 2 seeds" in table
+    # full's row: its time to target is a measurement (0.67x and 1x of its times); against itself, no ratio
+    # or Δ; at 25% of its time (75 s, 50 s) it had not validated yet
+    full_row = next(line for line in table.splitlines() if line.startswith("| full |")).split(" | ")
+    assert full_row[2:6] == ["200 [200, 200]", "0.8333 [-1.284, 2.951]", "–", "not validated by then in 2 of 2 seeds"]
+    assert full_row[-3:-1] == ["0.715 [0.2703, 1.16]", "–"]
 
 
 def test_the_targets_and_times_can_come_from_a_reference_run_that_is_not_compared():

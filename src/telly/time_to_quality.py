@@ -27,6 +27,7 @@ from telly.run_folder import RunMetrics
 
 FRACTIONS_OF_FULL = (0.25, 0.5, 1.0)
 FULL = "full"
+RELATIVE_TO_REFERENCE = ("fraction_of_full_time_to_target", "test_delta_vs_full")
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ def summarize(runs: dict[str, dict[int, RunMetrics]], within: float = 0.01, refe
             per_seed["test"].append(by_seed[seed].selection_score)
             per_seed["test_delta_vs_full"].append(by_seed[seed].selection_score - full[seed].selection_score)
             per_seed["steps_per_second"].append(by_seed[seed].steps / by_seed[seed].train_seconds)
-        summary[variant] = {"seeds": seeds, **{name: _over_seeds(values) for name, values in per_seed.items()}}
+        summary[variant] = {"seeds": seeds, "reference": variant == reference,
+                            **{name: _over_seeds(values) for name, values in per_seed.items()}}
     return summary
 
 
@@ -103,17 +105,19 @@ def markdown(summary: dict, metric: str, within: float) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for variant, row in summary.items():
-        cells = [_cell(row[name]) for name in ("seconds_to_target", "fraction_of_full_time",
-                                                "fraction_of_full_time_to_target", "valid_at_0.25_of_full",
-                                                "valid_at_0.5_of_full", "valid_at_1_of_full", "test",
-                                                "test_delta_vs_full", "steps_per_second")]
+        # the reference against itself is 1x and 0 by definition, not a measurement
+        cells = ["–" if row["reference"] and name in RELATIVE_TO_REFERENCE else
+                 _cell(row[name], "not validated by then" if name.startswith("valid_at") else "not reached")
+                 for name in ("seconds_to_target", "fraction_of_full_time", "fraction_of_full_time_to_target",
+                              "valid_at_0.25_of_full", "valid_at_0.5_of_full", "valid_at_1_of_full", "test",
+                              "test_delta_vs_full", "steps_per_second")]
         lines.append(f"| {variant} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _cell(over_seeds: dict) -> str:
+def _cell(over_seeds: dict, missing: str) -> str:
     if over_seeds["mean"] is None:
-        return f"not reached in {over_seeds['missing']} of {len(over_seeds['per_seed'])} seeds"
+        return f"{missing} in {over_seeds['missing']} of {len(over_seeds['per_seed'])} seeds"
     interval = over_seeds["interval"]
     return f"{over_seeds['mean']:.4g}" + (f" [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else "")
 
